@@ -1,0 +1,287 @@
+//! The development control plane as one value: binds the API server on loopback, runs the
+//! garbage collectors, scheduler and node controller, writes a kubeconfig, and stops all of it
+//! (every process included) on [`DevCluster::shutdown`] or drop.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+
+use crate::api::{self, AppState, ServerConfig};
+use crate::error::{ApiError, DevError};
+use crate::meta;
+use crate::store::{self, Store, WriteOptions};
+
+/// How to start a [`DevCluster`].
+#[derive(Debug, Clone)]
+pub struct DevClusterOptions {
+    /// State directory: kubeconfig, per-pod directories and logs.
+    pub dir: PathBuf,
+    /// API server port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// Worker nodes created at start (`dev-node-1..N`).
+    pub nodes: usize,
+    /// Run kubelets (pods become processes). Without them pods stay Pending/unbound.
+    pub kubelets: bool,
+    /// Events kept for watches.
+    pub history: usize,
+    /// BOOKMARK interval for watches that allow them.
+    pub bookmark_interval: Duration,
+    /// Longest watch the server keeps open.
+    pub max_watch: Duration,
+}
+
+impl DevClusterOptions {
+    /// Defaults for a state directory: random port, 3 nodes, kubelets on.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            port: 0,
+            nodes: 3,
+            kubelets: true,
+            history: store::DEFAULT_HISTORY,
+            bookmark_interval: Duration::from_secs(10),
+            max_watch: Duration::from_secs(1800),
+        }
+    }
+}
+
+/// A running development control plane. Dropping it stops everything.
+#[derive(Debug)]
+pub struct DevCluster {
+    store: Arc<Store>,
+    addr: SocketAddr,
+    kubeconfig: PathBuf,
+    dir: PathBuf,
+    tasks: Vec<JoinHandle<()>>,
+    nodes: Option<crate::node::Nodes>,
+}
+
+impl DevCluster {
+    /// Starts the API server and controllers, creates the worker nodes and writes
+    /// `DIR/kubeconfig`.
+    pub async fn start(opts: DevClusterOptions) -> Result<Self, DevError> {
+        std::fs::create_dir_all(&opts.dir).map_err(|source| DevError::Write {
+            path: opts.dir.display().to_string(),
+            source,
+        })?;
+        let bind = format!("127.0.0.1:{}", opts.port);
+        let listener = tokio::net::TcpListener::bind(&bind)
+            .await
+            .map_err(|source| DevError::Bind {
+                addr: bind.clone(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| DevError::Bind {
+            addr: bind.clone(),
+            source,
+        })?;
+        let store = Store::new(opts.history);
+        let config = ServerConfig {
+            bookmark_interval: opts.bookmark_interval,
+            max_watch: opts.max_watch,
+            state_dir: Some(opts.dir.clone()),
+        };
+        let state = AppState {
+            store: store.clone(),
+            config: Arc::new(config),
+            addr: addr.to_string(),
+        };
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = api::serve(listener, state, std::future::pending()).await {
+                tracing::error!(error = %e, "API server stopped");
+            }
+        }));
+        tasks.push(tokio::spawn(crate::gc::run(store.clone())));
+        let nodes = if opts.kubelets {
+            Some(crate::node::Nodes::start(store.clone(), opts.dir.clone()))
+        } else {
+            None
+        };
+        let kubeconfig = opts.dir.join("kubeconfig");
+        write_kubeconfig(&kubeconfig, addr)?;
+        let cluster = Self {
+            store,
+            addr,
+            kubeconfig,
+            dir: opts.dir,
+            tasks,
+            nodes,
+        };
+        for i in 1..=opts.nodes {
+            cluster.add_node_named(&format!("dev-node-{i}"))?;
+        }
+        tracing::info!(url = %cluster.url(), nodes = opts.nodes, "development control plane started");
+        Ok(cluster)
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `DIR/kubeconfig`.
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A kube-rs client for this server (default namespace `default`).
+    pub fn client(&self) -> Result<kube::Client, DevError> {
+        let uri: axum::http::Uri =
+            self.url()
+                .parse()
+                .map_err(|e: axum::http::uri::InvalidUri| DevError::Apply {
+                    what: "url".into(),
+                    message: e.to_string(),
+                })?;
+        let config = kube::Config::new(uri);
+        kube::Client::try_from(config).map_err(DevError::Client)
+    }
+
+    /// In-process access to the store (tests, tooling).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Drops the watch event history: watches from older versions get 410 Expired and
+    /// clients relist.
+    pub fn compact(&self) {
+        self.store.compact();
+    }
+
+    /// Adds a worker node `dev-node-<n>` with the next free index; returns its name.
+    pub fn add_node(&self) -> Result<String, DevError> {
+        let (nodes, _) = self.store.snapshot("nodes", None);
+        let mut i = nodes.len() + 1;
+        while nodes
+            .iter()
+            .any(|n| meta::name(n) == format!("dev-node-{i}"))
+        {
+            i += 1;
+        }
+        let name = format!("dev-node-{i}");
+        self.add_node_named(&name)?;
+        Ok(name)
+    }
+
+    /// Creates a Node object (its kubelet starts when the node controller sees it).
+    pub fn add_node_named(&self, name: &str) -> Result<(), DevError> {
+        let info = self
+            .store
+            .registry
+            .by_key("nodes")
+            .ok_or_else(|| ApiError::internal("nodes are not registered"))?;
+        let node =
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "spec": {}});
+        self.store
+            .create(&info, "", node, &WriteOptions::internal("kredis-dev"))?;
+        Ok(())
+    }
+
+    /// Deletes a Node object: its kubelet kills its processes and its pods are collected.
+    pub fn delete_node(&self, name: &str) -> Result<(), DevError> {
+        let info = self
+            .store
+            .registry
+            .by_key("nodes")
+            .ok_or_else(|| ApiError::internal("nodes are not registered"))?;
+        self.store
+            .delete(&info, "", name, &store::DeleteOptions::default())?;
+        Ok(())
+    }
+
+    /// Creates or updates every object of a multi-document YAML manifest (like `kubectl
+    /// apply`, server-side with field manager `kredis-dev`); returns `kind/name` of each.
+    pub fn apply_yaml(&self, yaml: &str) -> Result<Vec<String>, DevError> {
+        let docs: Vec<Value> = serde_saphyr::from_multiple(yaml).map_err(|e| DevError::Apply {
+            what: "manifest".into(),
+            message: e.to_string(),
+        })?;
+        let mut out = Vec::new();
+        for doc in docs.into_iter().filter(|d| d.is_object()) {
+            let av = doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+            let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("");
+            let (group, _) = av.rsplit_once('/').unwrap_or(("", av));
+            let info = self
+                .store
+                .registry
+                .by_kind(group, kind)
+                .ok_or_else(|| DevError::Apply {
+                    what: format!("{kind} {}", meta::name(&doc)),
+                    message: format!("no resource for {av} {kind}"),
+                })?;
+            let ns = if info.namespaced {
+                let n = meta::namespace(&doc);
+                if n.is_empty() {
+                    "default"
+                } else {
+                    n
+                }
+            } else {
+                ""
+            }
+            .to_owned();
+            let name = meta::name(&doc).to_owned();
+            let opts = WriteOptions::update("kredis-dev");
+            match self.store.get(&info, &ns, &name) {
+                Ok(_) => {
+                    self.store.mutate(&info, &ns, &name, &opts, |old| {
+                        let mut merged = crate::patch::merge_patch(old, &doc);
+                        meta::metadata_mut(&mut merged).remove("resourceVersion");
+                        Ok(merged)
+                    })?;
+                }
+                Err(e) if e.code == 404 => {
+                    self.store.create(&info, &ns, doc.clone(), &opts)?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            out.push(format!("{}/{name}", info.kind.to_lowercase()));
+        }
+        Ok(out)
+    }
+
+    /// Stops every kubelet (terminating its processes) and the server.
+    pub async fn shutdown(mut self) {
+        if let Some(nodes) = self.nodes.take() {
+            nodes.shutdown().await;
+        }
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        // Nodes' own Drop kills every process group synchronously.
+        self.nodes.take();
+    }
+}
+
+fn write_kubeconfig(path: &Path, addr: SocketAddr) -> Result<(), DevError> {
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kredis-dev\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: kredis-dev\n  context:\n    cluster: kredis-dev\n    user: kredis-dev\n    namespace: default\ncurrent-context: kredis-dev\nusers:\n- name: kredis-dev\n  user: {{}}\n"
+    );
+    std::fs::write(path, text).map_err(|source| DevError::Write {
+        path: path.display().to_string(),
+        source,
+    })
+}

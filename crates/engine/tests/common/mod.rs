@@ -1,0 +1,315 @@
+//! Test harness: real redis-server processes on free loopback ports, killed on drop.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use kredis_engine::admin::{Admin, AdminConfig, Credentials};
+use kredis_engine::exec::ExecOptions;
+use kredis_engine::local::{LocalNode, LocalNodeConfig};
+use kredis_engine::model::{ClusterView, NodeAddr, Role, Slot};
+use kredis_engine::observe::observe;
+use kredis_engine::plan::{Desired, Member, Policy};
+use kredis_engine::reconcile::{converge, ConvergeError, Report};
+
+pub const PASSWORD: &str = "s3cret-test-pass";
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A set of local nodes; index = member name `n<i>`, worker `w<i % workers>`.
+pub struct Harness {
+    pub nodes: Vec<Option<LocalNode>>,
+    pub admin: Admin,
+    pub config: LocalNodeConfig,
+    pub workers: usize,
+    pub options: ExecOptions,
+}
+
+impl Harness {
+    pub async fn start(n: usize) -> Harness {
+        Self::start_with(n, Some(PASSWORD)).await
+    }
+
+    pub async fn start_with(n: usize, password: Option<&str>) -> Harness {
+        init_tracing();
+        let config = LocalNodeConfig {
+            password: password.map(str::to_owned),
+            ..LocalNodeConfig::default()
+        };
+        let admin = Admin::new(AdminConfig {
+            credentials: Credentials {
+                username: None,
+                password: password.map(str::to_owned),
+            },
+            ..AdminConfig::default()
+        });
+        let mut h = Harness {
+            nodes: Vec::new(),
+            admin,
+            config,
+            workers: 3,
+            options: ExecOptions::default(),
+        };
+        for _ in 0..n {
+            h.add_node().await;
+        }
+        h
+    }
+
+    pub async fn add_node(&mut self) -> usize {
+        let node = LocalNode::start(self.config.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        self.nodes.push(Some(node));
+        self.nodes.len() - 1
+    }
+
+    pub fn node(&self, i: usize) -> &LocalNode {
+        self.nodes[i]
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {i} was removed"))
+    }
+
+    pub fn addr(&self, i: usize) -> NodeAddr {
+        self.node(i).addr().clone()
+    }
+
+    pub fn member(&self, i: usize) -> Member {
+        let n = self.node(i);
+        Member {
+            name: format!("n{i}"),
+            addr: n.addr().clone(),
+            bus_port: n.bus_port(),
+            worker: format!("w{}", i % self.workers),
+            shard: None,
+            terminating: false,
+        }
+    }
+
+    /// Members for every live node.
+    pub fn members(&self) -> Vec<Member> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_some())
+            .map(|i| self.member(i))
+            .collect()
+    }
+
+    pub async fn converge_members(&self, desired: Desired, members: &[Member]) -> Report {
+        match converge(
+            &self.admin,
+            &self.options,
+            &desired,
+            members,
+            &Policy::default(),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => panic!("converge failed: {}", chain(&e)),
+        }
+    }
+
+    pub async fn try_converge(
+        &self,
+        desired: Desired,
+        members: &[Member],
+    ) -> Result<Report, ConvergeError> {
+        converge(
+            &self.admin,
+            &self.options,
+            &desired,
+            members,
+            &Policy::default(),
+        )
+        .await
+    }
+
+    pub async fn converge(&self, masters: usize, replicas: usize) -> Report {
+        let members = self.members();
+        self.converge_members(
+            Desired {
+                masters,
+                replicas_per_master: replicas,
+            },
+            &members,
+        )
+        .await
+    }
+
+    pub async fn view(&self) -> ClusterView {
+        let seeds: Vec<NodeAddr> = self.members().into_iter().map(|m| m.addr).collect();
+        observe(&self.admin, &seeds).await
+    }
+
+    /// Kills node `i` and removes it from the members (like a pod that is gone).
+    pub async fn remove(&mut self, i: usize) {
+        if let Some(mut n) = self.nodes[i].take() {
+            n.kill().await;
+        }
+    }
+
+    /// Asserts the topology: `masters` masters each with all slots spread, `replicas` each.
+    pub async fn assert_topology(&self, masters: usize, replicas: usize) -> ClusterView {
+        let view = self.view().await;
+        assert!(view.is_converged(), "not converged: {:?}", view.problems());
+        let ms: Vec<_> = view
+            .nodes
+            .values()
+            .filter(|n| n.role == Role::Master && !n.slots.is_empty())
+            .collect();
+        assert_eq!(ms.len(), masters, "masters: {view:#?}");
+        for m in &ms {
+            let reps = view
+                .nodes
+                .values()
+                .filter(|n| n.master.as_ref() == Some(&m.id))
+                .count();
+            assert_eq!(reps, replicas, "replicas of {}", m.id.short());
+            let fair = 16384 / masters;
+            assert!(
+                m.slots.len() == fair || m.slots.len() == fair + 1,
+                "master {} holds {} slots",
+                m.id.short(),
+                m.slots.len()
+            );
+        }
+        assert_eq!(
+            view.nodes.len(),
+            masters * (1 + replicas),
+            "extra nodes: {:?}",
+            view.nodes.keys().collect::<Vec<_>>()
+        );
+        for obs in view.observed.values() {
+            assert!(obs.cluster_state_ok);
+        }
+        self.redis_cli_check().await;
+        view
+    }
+
+    /// `redis-cli --cluster check` must report OK with no warning or error.
+    pub async fn redis_cli_check(&self) {
+        let addr = self
+            .members()
+            .into_iter()
+            .next()
+            .map(|m| m.addr)
+            .unwrap_or_else(|| panic!("no members"));
+        let mut cmd = Command::new("redis-cli");
+        cmd.arg("--cluster").arg("check").arg(addr.to_string());
+        if let Some(pw) = &self.config.password {
+            cmd.arg("-a").arg(pw).arg("--no-auth-warning");
+        }
+        let out = cmd.output().unwrap_or_else(|e| panic!("redis-cli: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster check failed:\n{text}"
+        );
+        assert!(text.contains("[OK] All 16384 slots covered."), "{text}");
+        assert!(
+            !text.contains("[WARNING]") && !text.contains("[ERR]"),
+            "{text}"
+        );
+    }
+
+    /// Writes `n` string keys `key:<i>` = `value:<i>` through the owners of their slots.
+    pub async fn write_keys(&self, prefix: &str, n: usize) {
+        let view = self.view().await;
+        let mut by_owner: BTreeMap<NodeAddr, Vec<usize>> = BTreeMap::new();
+        for i in 0..n {
+            let key = format!("{prefix}:{i}");
+            let owner = view
+                .owner_of(Slot::for_key(key.as_bytes()))
+                .unwrap_or_else(|| panic!("no owner for {key}"));
+            let addr = view.nodes[owner]
+                .addr
+                .clone()
+                .unwrap_or_else(|| panic!("owner has no address"));
+            by_owner.entry(addr).or_default().push(i);
+        }
+        for (addr, keys) in by_owner {
+            let c = self
+                .admin
+                .node(&addr)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            for chunk in keys.chunks(1000) {
+                let mut cmd = redis::cmd("MSET");
+                for &i in chunk {
+                    // MSET across slots is refused in cluster mode; use one SET per key in a pipeline instead.
+                    let _ = &mut cmd;
+                    let _ = i;
+                }
+                let futs = chunk.iter().map(|&i| {
+                    let mut set = redis::cmd("SET");
+                    set.arg(format!("{prefix}:{i}")).arg(format!("value:{i}"));
+                    c.raw::<redis::Value>("SET", set)
+                });
+                for r in futures::future::join_all(futs).await {
+                    r.unwrap_or_else(|e| panic!("SET failed: {e:#}"));
+                }
+            }
+        }
+    }
+
+    /// Reads every key back from the owner of its slot; returns the ones missing or wrong.
+    pub async fn missing_keys(&self, prefix: &str, n: usize) -> Vec<String> {
+        let view = self.view().await;
+        let mut missing = Vec::new();
+        for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+            let futs = chunk.iter().map(|&i| {
+                let key = format!("{prefix}:{i}");
+                let view = &view;
+                async move {
+                    let owner = view.owner_of(Slot::for_key(key.as_bytes()))?;
+                    let addr = view.nodes[owner].addr.clone()?;
+                    let c = self.admin.node(&addr).await.ok()?;
+                    let mut get = redis::cmd("GET");
+                    get.arg(&key);
+                    let v: Option<String> = c.raw("GET", get).await.ok()?;
+                    (v == Some(format!("value:{i}"))).then_some(())
+                }
+            });
+            for (k, r) in chunk.iter().zip(futures::future::join_all(futs).await) {
+                if r.is_none() {
+                    missing.push(format!("{prefix}:{k}"));
+                }
+            }
+        }
+        missing
+    }
+
+    pub async fn total_keys(&self) -> u64 {
+        let view = self.view().await;
+        view.observed
+            .values()
+            .filter(|o| !o.replication.is_replica)
+            .map(|o| o.keys)
+            .sum()
+    }
+}
+
+/// The full error chain, for panics.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+pub async fn sleep_ms(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
