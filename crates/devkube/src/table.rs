@@ -291,8 +291,10 @@ pub fn jsonpath(obj: &Value, path: &str) -> Vec<Value> {
                         arr.into_iter()
                             .filter(|item| {
                                 item.get(k.trim()).is_some_and(|x| {
-                                    x.as_str()
-                                        .map_or_else(|| x.to_string().as_str() == want, |s| s == want)
+                                    x.as_str().map_or_else(
+                                        || x.to_string().as_str() == want,
+                                        |s| s == want,
+                                    )
                                 })
                             })
                             .collect()

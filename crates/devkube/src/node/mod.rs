@@ -1,11 +1,30 @@
 //! Worker nodes: the node controller (a kubelet per Node object, each with its own loopback
-//! address), the scheduler and the kubelets that run pods as local processes.
+//! address `127.1.0.<i>`), the scheduler, and the kubelets that run pods as local processes.
+//! Every process started here is registered in a [`ProcessTable`] whose drop kills every
+//! process group, so nothing outlives the control plane.
 
+mod container;
+mod kubelet;
+mod probe;
+mod scheduler;
+
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use serde_json::Value;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
 
 use crate::meta;
+use crate::store::{Store, WriteOptions};
+
+pub use kubelet::Kubelet;
+
+/// How long a shutting-down control plane waits for SIGTERMed processes before SIGKILL.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// The per-pod directory under the state directory (volumes and logs live there).
 pub fn pod_dir(state_dir: &Path, pod: &Value) -> PathBuf {
@@ -17,22 +36,263 @@ pub fn pod_dir(state_dir: &Path, pod: &Value) -> PathBuf {
     ))
 }
 
-/// The node controller and its kubelets (placeholder until the kubelet lands).
-#[derive(Debug)]
-pub struct Nodes {
-    task: tokio::task::JoinHandle<()>,
+/// Process groups of every running container; dropping the table SIGKILLs them all.
+#[derive(Debug, Default)]
+pub struct ProcessTable {
+    groups: Mutex<std::collections::BTreeSet<i32>>,
+    stopping: std::sync::atomic::AtomicBool,
 }
 
-impl Nodes {
-    /// Starts the node controller.
-    pub fn start(_store: std::sync::Arc<crate::store::Store>, _dir: PathBuf) -> Self {
-        Self {
-            task: tokio::spawn(async {}),
+impl ProcessTable {
+    /// Refuses new processes from now on (shutdown in progress).
+    pub fn stop_spawning(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether shutdown is in progress.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Registers a process group (the container's leader pid).
+    pub fn add(&self, pgid: i32) {
+        self.lock().insert(pgid);
+    }
+
+    /// Forgets a reaped process group.
+    pub fn remove(&self, pgid: i32) {
+        self.lock().remove(&pgid);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<i32>> {
+        self.groups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Signals every registered group.
+    pub fn signal_all(&self, sig: Signal) {
+        for pgid in self.lock().iter() {
+            let _ = killpg(Pid::from_raw(*pgid), sig);
         }
     }
 
-    /// Stops every kubelet.
-    pub async fn shutdown(self) {
-        self.task.abort();
+    /// Number of live groups.
+    pub fn len(&self) -> usize {
+        self.lock().len()
     }
+
+    /// Whether no group is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for ProcessTable {
+    fn drop(&mut self) {
+        self.signal_all(Signal::SIGKILL);
+    }
+}
+
+/// Sends `sig` to a process group, ignoring "no such process".
+pub fn signal_group(pgid: i32, sig: Signal) {
+    let _ = killpg(Pid::from_raw(pgid), sig);
+}
+
+/// The node controller, scheduler and kubelets.
+#[derive(Debug)]
+pub struct Nodes {
+    controller: JoinHandle<()>,
+    scheduler: JoinHandle<()>,
+    kubelets: Arc<Mutex<BTreeMap<String, Kubelet>>>,
+    processes: Arc<ProcessTable>,
+}
+
+impl Nodes {
+    /// Starts the node controller and the scheduler.
+    pub fn start(store: Arc<Store>, dir: PathBuf) -> Self {
+        let processes = Arc::new(ProcessTable::default());
+        let kubelets: Arc<Mutex<BTreeMap<String, Kubelet>>> = Arc::default();
+        let controller = tokio::spawn(control(
+            store.clone(),
+            dir,
+            kubelets.clone(),
+            processes.clone(),
+        ));
+        let scheduler = tokio::spawn(scheduler::run(store));
+        Self {
+            controller,
+            scheduler,
+            kubelets,
+            processes,
+        }
+    }
+
+    /// The table of live process groups.
+    pub fn processes(&self) -> &Arc<ProcessTable> {
+        &self.processes
+    }
+
+    /// Stops everything: SIGTERM to every process, SIGKILL after a short grace.
+    pub async fn shutdown(self) {
+        self.controller.abort();
+        self.scheduler.abort();
+        self.processes.stop_spawning();
+        self.processes.signal_all(Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        // Workers reap their processes (and cannot restart them any more).
+        while !self.processes.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let kubelets: Vec<Kubelet> = {
+            let mut k = self
+                .kubelets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::mem::take(&mut *k).into_values().collect()
+        };
+        for k in kubelets {
+            k.kill();
+        }
+        self.processes.signal_all(Signal::SIGKILL);
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        self.controller.abort();
+        self.scheduler.abort();
+        let mut k = self
+            .kubelets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (_, kubelet) in std::mem::take(&mut *k) {
+            kubelet.abort();
+        }
+        self.processes.signal_all(Signal::SIGKILL);
+    }
+}
+
+/// The node index encoded in `dev-node-<i>`, if any.
+fn index_from_name(name: &str) -> Option<u8> {
+    name.strip_prefix("dev-node-")
+        .and_then(|i| i.parse::<u8>().ok())
+        .filter(|i| *i >= 1 && *i <= 250)
+}
+
+/// Node controller loop: a kubelet per Node, node status, kubelets of deleted nodes stopped.
+async fn control(
+    store: Arc<Store>,
+    dir: PathBuf,
+    kubelets: Arc<Mutex<BTreeMap<String, Kubelet>>>,
+    processes: Arc<ProcessTable>,
+) {
+    let mut changed = store.subscribe();
+    let Some(info) = store.registry.by_key("nodes") else {
+        return;
+    };
+    loop {
+        changed.borrow_and_update();
+        let (nodes, _) = store.snapshot("nodes", None);
+        let live: HashMap<String, Arc<Value>> = nodes
+            .iter()
+            .map(|n| (meta::name(n).to_owned(), n.clone()))
+            .collect();
+        let mut to_status = Vec::new();
+        {
+            let mut ks = kubelets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Nodes gone (or being deleted): their kubelets kill everything at once.
+            let gone: Vec<String> = ks
+                .iter()
+                .filter(|(name, k)| {
+                    live.get(*name)
+                        .is_none_or(|n| meta::uid(n) != k.node_uid || meta::is_deleting(n))
+                })
+                .map(|(n, _)| n.clone())
+                .collect();
+            for name in gone {
+                if let Some(k) = ks.remove(&name) {
+                    tracing::info!(node = %name, "node deleted: stopping its kubelet");
+                    k.kill();
+                }
+            }
+            let used: Vec<u8> = ks.values().map(|k| k.index).collect();
+            for (name, node) in &live {
+                if ks.contains_key(name) || meta::is_deleting(node) {
+                    continue;
+                }
+                let index = index_from_name(name)
+                    .filter(|i| !used.contains(i) && !ks.values().any(|k| k.index == *i))
+                    .or_else(|| {
+                        (1..=250u8).find(|i| {
+                            !ks.values().any(|k| k.index == *i)
+                                && !live
+                                    .keys()
+                                    .any(|n| index_from_name(n) == Some(*i) && n != name)
+                        })
+                    });
+                let Some(index) = index else {
+                    tracing::warn!(node = %name, "no free node address");
+                    continue;
+                };
+                tracing::info!(node = %name, ip = %format!("127.1.0.{index}"), "starting kubelet");
+                let k = Kubelet::start(
+                    store.clone(),
+                    dir.clone(),
+                    name.clone(),
+                    meta::uid(node).to_owned(),
+                    index,
+                    processes.clone(),
+                );
+                ks.insert(name.clone(), k);
+            }
+            for (name, k) in ks.iter() {
+                if let Some(n) = live.get(name) {
+                    to_status.push((n.clone(), k.index));
+                }
+            }
+        }
+        for (node, index) in to_status {
+            let status = node_status(meta::name(&node), index, &node);
+            let _ = store.mutate(
+                &info,
+                "",
+                meta::name(&node),
+                &WriteOptions::internal("kubelet"),
+                |old| {
+                    let mut o = old.clone();
+                    o["status"] = status;
+                    Ok(o)
+                },
+            );
+        }
+        tokio::select! {
+            res = changed.changed() => if res.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+fn node_status(name: &str, index: u8, old: &Value) -> Value {
+    let since = old
+        .pointer("/status/conditions/0/lastTransitionTime")
+        .cloned()
+        .unwrap_or_else(|| json!(meta::now_rfc3339()));
+    let resources =
+        json!({"cpu": "4", "memory": "8Gi", "pods": "110", "ephemeral-storage": "100Gi"});
+    json!({
+        "addresses": [{"type": "InternalIP", "address": format!("127.1.0.{index}")}, {"type": "Hostname", "address": name}],
+        "capacity": resources,
+        "allocatable": resources,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status (kredis dev)", "lastHeartbeatTime": since, "lastTransitionTime": since}],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "nodeInfo": {
+            "architecture": std::env::consts::ARCH, "operatingSystem": "linux", "osImage": "kredis dev",
+            "kernelVersion": "", "kubeletVersion": "v1.33.0-kredis-dev", "kubeProxyVersion": "v1.33.0-kredis-dev",
+            "containerRuntimeVersion": "process://kredis-dev", "machineID": "", "systemUUID": "", "bootID": "",
+        },
+    })
 }
