@@ -1,0 +1,26 @@
+# kredis: two commands. `make run` tries it; `make test` is what CI runs.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: deps run test fmt lint bench
+
+deps:
+	@./scripts/install-deps.sh
+
+## Start a local 3-master x 1-replica Redis Cluster (real redis-server processes) and print
+## how to connect. Ctrl-C stops everything.
+run: deps
+	$(CARGO) run --quiet -p kredis -- local --masters 3 --replicas 1
+
+## Format check, clippy with -D warnings, and every test.
+test: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) test --workspace
+
+fmt:
+	$(CARGO) fmt --all
+
+## Benchmarks (not part of `make test`): slot migration vs redis-cli --cluster rebalance.
+bench: deps
+	$(CARGO) run --release -p kredis-engine --example migration_bench
