@@ -43,17 +43,28 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let dir = match &args.dir {
         Some(d) => d.clone(),
         None => {
-            tmp = tempfile::Builder::new().prefix("kredis-local-").tempdir().context("failed to create a directory")?;
+            tmp = tempfile::Builder::new()
+                .prefix("kredis-local-")
+                .tempdir()
+                .context("failed to create a directory")?;
             tmp.path().to_path_buf()
         }
     };
-    let config = LocalNodeConfig { password: args.password.clone(), ..LocalNodeConfig::default() };
+    let config = LocalNodeConfig {
+        password: args.password.clone(),
+        ..LocalNodeConfig::default()
+    };
     let mut nodes = Vec::with_capacity(count);
     for i in 0..count {
         let port = match args.base_port {
             Some(base) => {
-                let port = base.checked_add(u16::try_from(i)?).context("port overflow")?;
-                anyhow::ensure!(port.checked_add(BUS_PORT_OFFSET).is_some(), "bus port of {port} exceeds 65535");
+                let port = base
+                    .checked_add(u16::try_from(i)?)
+                    .context("port overflow")?;
+                anyhow::ensure!(
+                    port.checked_add(BUS_PORT_OFFSET).is_some(),
+                    "bus port of {port} exceeds 65535"
+                );
                 port
             }
             None => free_port_pair()?,
@@ -76,27 +87,63 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         })
         .collect();
     let admin = Admin::new(AdminConfig {
-        credentials: Credentials { username: None, password: args.password.clone() },
+        credentials: Credentials {
+            username: None,
+            password: args.password.clone(),
+        },
         ..AdminConfig::default()
     });
-    let desired = Desired { masters: args.masters, replicas_per_master: args.replicas };
-    let report = converge(&admin, &ExecOptions::default(), &desired, &members, &Policy::default())
-        .await
-        .context("failed to create the cluster")?;
+    let desired = Desired {
+        masters: args.masters,
+        replicas_per_master: args.replicas,
+    };
+    let report = converge(
+        &admin,
+        &ExecOptions::default(),
+        &desired,
+        &members,
+        &Policy::default(),
+    )
+    .await
+    .context("failed to create the cluster")?;
     for note in &report.notes {
         println!("note: {note:?}");
     }
-    println!("Redis Cluster ready: {} masters x {} replicas ({} steps)", args.masters, args.replicas, report.steps);
+    println!(
+        "Redis Cluster ready: {} masters x {} replicas ({} steps)",
+        args.masters, args.replicas, report.steps
+    );
     for (id, obs) in &report.view.observed {
         let role = match obs.myself().map(|m| m.role()) {
-            Some(Role::Master) => format!("master  slots {}", report.view.nodes.get(id).map(|n| n.slots.to_string()).unwrap_or_default()),
-            _ => format!("replica of {}", obs.myself().and_then(|m| m.master.as_ref()).map(|m| m.short().to_owned()).unwrap_or_default()),
+            Some(Role::Master) => format!(
+                "master  slots {}",
+                report
+                    .view
+                    .nodes
+                    .get(id)
+                    .map(|n| n.slots.to_string())
+                    .unwrap_or_default()
+            ),
+            _ => format!(
+                "replica of {}",
+                obs.myself()
+                    .and_then(|m| m.master.as_ref())
+                    .map(|m| m.short().to_owned())
+                    .unwrap_or_default()
+            ),
         };
         println!("  {}  {}  {role}", obs.addr, id.short());
     }
     let first = &members[0].addr;
-    let auth = args.password.as_ref().map(|_| " -a <password>").unwrap_or_default();
-    println!("\nConnect:  redis-cli -c -h {} -p {}{auth}", first.host, first.port);
+    let auth = args
+        .password
+        .as_ref()
+        .map(|_| " -a <password>")
+        .unwrap_or_default();
+    println!(
+        "\nConnect:  redis-cli -c -h {} -p {}{auth}",
+        first.host, first.port
+    );
     println!("Check:    redis-cli --cluster check {first}{auth}");
     println!("Files:    {}", dir.display());
     println!("Press Ctrl-C to stop every node.");
@@ -108,7 +155,8 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
 
 async fn wait_for_shutdown() -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("failed to install a SIGTERM handler")?;
+    let mut term =
+        signal(SignalKind::terminate()).context("failed to install a SIGTERM handler")?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => r.context("failed to wait for Ctrl-C")?,
         _ = term.recv() => {}

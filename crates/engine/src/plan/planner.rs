@@ -904,9 +904,12 @@ impl<'a> Planner<'a> {
             .collect()
     }
 
+    /// Nodes that stay in the cluster once the plan ran (released members are left out: they
+    /// are alone after their Detach and must not count against convergence).
     fn scope(&self) -> Vec<NodeRef> {
         self.eligible
             .iter()
+            .filter(|&&i| !self.plan.released.contains(&self.resolved[i].member.name))
             .filter_map(|&i| self.resolved[i].node_ref())
             .collect()
     }

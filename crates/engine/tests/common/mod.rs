@@ -258,6 +258,38 @@ impl Harness {
                     r.unwrap_or_else(|e| panic!("SET failed: {e:#}"));
                 }
             }
+            // Let replicas catch up before the test injects faults.
+            let mut wait = redis::cmd("WAIT");
+            wait.arg(1).arg(1000);
+            let _ = c.raw::<redis::Value>("WAIT", wait).await;
+        }
+    }
+
+    /// Index of the member whose node is at `addr`.
+    pub fn index_of(&self, addr: &NodeAddr) -> usize {
+        (0..self.nodes.len())
+            .find(|&i| self.nodes[i].as_ref().is_some_and(|n| n.addr() == addr))
+            .unwrap_or_else(|| panic!("no node at {addr}"))
+    }
+
+    /// Member indexes of the slot-owning masters.
+    pub async fn master_indexes(&self) -> Vec<usize> {
+        let view = self.view().await;
+        view.nodes
+            .values()
+            .filter(|n| n.role == Role::Master && !n.slots.is_empty() && n.reachable)
+            .filter_map(|n| n.addr.as_ref().map(|a| self.index_of(a)))
+            .collect()
+    }
+
+    /// Kills members the report released (like an operator deleting their pods).
+    pub async fn remove_released(&mut self, released: &[String]) {
+        for name in released {
+            let i: usize = name
+                .trim_start_matches('n')
+                .parse()
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            self.remove(i).await;
         }
     }
 
