@@ -288,6 +288,9 @@ pub enum DevError {
     /// The kube client could not be built.
     #[error("failed to build a kube client for the dev control plane")]
     Client(#[source] kube::Error),
+    /// Signal handlers could not be installed.
+    #[error("failed to install signal handlers")]
+    Signal(#[source] std::io::Error),
     /// An API error from an in-process request.
     #[error(transparent)]
     Api(#[from] ApiError),

@@ -17,6 +17,7 @@ pub mod apply;
 pub mod cluster;
 pub mod error;
 pub mod fields;
+pub mod foreground;
 pub mod gc;
 pub mod meta;
 pub mod node;
@@ -29,3 +30,4 @@ pub mod table;
 
 pub use cluster::{DevCluster, DevClusterOptions};
 pub use error::{ApiError, DevError};
+pub use foreground::run_until_signal;

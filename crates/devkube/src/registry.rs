@@ -24,6 +24,8 @@ pub enum ColumnSource {
     PodRestarts,
     /// Node `STATUS` (`Ready`, `NotReady`, `,SchedulingDisabled`).
     NodeStatus,
+    /// Node `ROLES` from `node-role.kubernetes.io/<role>` labels, or `<none>`.
+    NodeRoles,
     /// Number of keys in `data` (configmaps, secrets).
     DataCount,
     /// Service ports as `port/proto`.

@@ -183,6 +183,16 @@ fn cell(c: &Column, obj: &Value) -> Value {
             }
             json!(s)
         }
+        ColumnSource::NodeRoles => {
+            let roles: Vec<&str> = meta::labels(obj)
+                .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/"))
+                .collect();
+            json!(if roles.is_empty() {
+                "<none>".to_owned()
+            } else {
+                roles.join(",")
+            })
+        }
         ColumnSource::DataCount => json!(
             obj.get("data")
                 .and_then(Value::as_object)
