@@ -259,6 +259,34 @@ impl LocalNode {
         self.spawn().await
     }
 
+    /// Kills the process and starts it again, with its nodes.conf, on a new free port: the
+    /// same node id at a new address (a rescheduled pod).
+    pub async fn move_to_new_port(&mut self) -> Result<(), LocalError> {
+        self.kill().await;
+        let old = self.addr.port;
+        self.addr.port = free_port_pair()?;
+        if let Ok(mut reserved) = reserved_ports().lock() {
+            reserved.remove(&old);
+        }
+        self.spawn().await
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, `KILL`...) with kill(1): tests freeze a node
+    /// with STOP to provoke timeouts.
+    pub fn signal(&self, name: &str) -> bool {
+        let Some(pid) = self.pid() else { return false };
+        std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
     /// The last lines of the node's log, for error messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();

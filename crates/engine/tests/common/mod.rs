@@ -345,3 +345,27 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 pub async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
+
+impl Harness {
+    /// A view read from the given member indexes only.
+    pub async fn view_of(&self, idx: &[usize]) -> ClusterView {
+        let seeds: Vec<NodeAddr> = idx.iter().map(|&i| self.addr(i)).collect();
+        observe(&self.admin, &seeds).await
+    }
+
+    pub fn node_mut(&mut self, i: usize) -> &mut LocalNode {
+        self.nodes[i]
+            .as_mut()
+            .unwrap_or_else(|| panic!("node {i} was removed"))
+    }
+
+    /// Member indexes of replicas.
+    pub async fn replica_indexes(&self) -> Vec<usize> {
+        let view = self.view().await;
+        view.nodes
+            .values()
+            .filter(|n| n.role == Role::Replica && n.reachable)
+            .filter_map(|n| n.addr.as_ref().map(|a| self.index_of(a)))
+            .collect()
+    }
+}
