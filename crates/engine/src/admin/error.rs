@@ -144,6 +144,12 @@ impl AdminError {
         }
     }
 
+    /// MIGRATE found the key already on the target. Redis wraps the target's reply, so the
+    /// code is not `BUSYKEY` itself ("Target instance replied with error: BUSYKEY ...").
+    pub fn is_busykey(&self) -> bool {
+        self.detail().contains("BUSYKEY")
+    }
+
     /// The full error text the node sent, if any.
     pub fn detail(&self) -> String {
         match self {

@@ -146,7 +146,7 @@ pub async fn fix(
                 Ok(moved) => {
                     info!(slot = %slot, from = %m.client.addr(), moved, "stray keys returned to the owner")
                 }
-                Err(MigrateError::Keys { source, .. }) if source.code() == Some("BUSYKEY") => {
+                Err(MigrateError::Keys { source, .. }) if source.is_busykey() => {
                     return Err(StepError::Refused {
                         node: m.client.addr().clone(),
                         reason: format!(

@@ -304,7 +304,7 @@ pub(crate) async fn move_keys(
             .await
         {
             Ok(MigrateOutcome::Ok | MigrateOutcome::NoKey) => moved += n,
-            Err(e) if e.code() == Some("BUSYKEY") && replace_on_busy => {
+            Err(e) if e.is_busykey() && replace_on_busy => {
                 src.migrate(target, &keys, opts.migrate_timeout, true)
                     .await
                     .map_err(|source| MigrateError::Keys {
