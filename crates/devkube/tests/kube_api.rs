@@ -610,3 +610,116 @@ async fn owner_reference_garbage_collection() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn bad_input_gets_the_real_status_codes() {
+    let h = start(0, false, |_| {}).await;
+    let client = h.cluster.client().unwrap();
+    let send = |method: &str, path: &str, ct: &str, body: &str| {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", h.cluster.url()))
+            .header("Content-Type", ct)
+            .body(body.as_bytes().to_vec())
+            .unwrap();
+        let client = client.clone();
+        async move {
+            match client.request::<serde_json::Value>(req).await {
+                Ok(_) => (200, String::new()),
+                Err(kube::Error::Api(s)) => (s.code, s.reason),
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+        }
+    };
+    let cms = "/api/v1/namespaces/default/configmaps";
+    assert_eq!(
+        send("POST", cms, "application/json", "{not json").await,
+        (400, "BadRequest".into())
+    );
+    assert_eq!(
+        send("POST", cms, "application/vnd.kubernetes.protobuf", "x").await,
+        (415, "UnsupportedMediaType".into())
+    );
+    assert_eq!(
+        send("GET", "/api/v1/frobnicators", "application/json", "").await,
+        (404, "NotFound".into())
+    );
+    assert_eq!(
+        send(
+            "POST",
+            cms,
+            "application/json",
+            r#"{"metadata":{"name":"Bad_Name"}}"#
+        )
+        .await,
+        (422, "Invalid".into())
+    );
+    assert_eq!(
+        send(
+            "POST",
+            cms,
+            "application/yaml",
+            "metadata:\n  name: ok\ndata:\n  a: b\n"
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        send(
+            "PATCH",
+            &format!("{cms}/ok"),
+            "application/json-patch+json",
+            r#"[{"op":"replace","path":"/nope/x","value":1}]"#
+        )
+        .await,
+        (422, "Invalid".into())
+    );
+    assert_eq!(
+        send(
+            "PATCH",
+            &format!("{cms}/ok"),
+            "application/json-patch+json",
+            r#"{"op":"add"}"#
+        )
+        .await,
+        (400, "BadRequest".into())
+    );
+    assert_eq!(
+        send("PATCH", &format!("{cms}/ok"), "text/plain", "x").await,
+        (415, "UnsupportedMediaType".into())
+    );
+    assert_eq!(
+        send(
+            "PUT",
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            "{}"
+        )
+        .await
+        .0,
+        405
+    );
+    assert_eq!(
+        send(
+            "GET",
+            &format!("{cms}?labelSelector=a%20in%20b"),
+            "application/json",
+            ""
+        )
+        .await,
+        (400, "BadRequest".into())
+    );
+    assert_eq!(
+        send(
+            "GET",
+            "/api/v1/pods?fieldSelector=spec.bogus%3D1",
+            "application/json",
+            ""
+        )
+        .await,
+        (400, "BadRequest".into())
+    );
+    // The server is still fine.
+    assert_eq!(send("GET", cms, "application/json", "").await.0, 200);
+}

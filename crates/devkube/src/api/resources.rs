@@ -365,6 +365,12 @@ fn server_side_apply(
     if !body.is_object() {
         return Err(ApiError::bad_request("apply patch must be an object"));
     }
+    let mut body = body;
+    // Like the real server, an apply body without a name takes the URL's (controller-rs style
+    // status applies carry only apiVersion, kind and status).
+    if meta::name(&body).is_empty() {
+        meta::metadata_mut(&mut body).insert("name".into(), json!(name));
+    }
     let body_name = meta::name(&body);
     if body_name != name {
         return Err(ApiError::bad_request(format!(
