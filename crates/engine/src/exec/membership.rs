@@ -13,11 +13,24 @@ fn knows(entries: &[NodeEntry], node: &NodeRef) -> bool {
         .any(|e| e.id == node.id && !e.flags.handshake && e.addr.as_ref() == Some(&node.addr))
 }
 
+/// `node` with the id its own table reports (ids change on CLUSTER RESET HARD).
+fn live_ref(node: &NodeRef, entries: &[NodeEntry]) -> NodeRef {
+    match entries.iter().find(|e| e.flags.myself) {
+        Some(me) => NodeRef {
+            id: me.id.clone(),
+            ..node.clone()
+        },
+        None => node.clone(),
+    }
+}
+
 /// `CLUSTER MEET` `node` through `via`, then wait until both know each other by id
 /// (PITFALLS 7: nothing may reference a node before it is known).
 pub async fn meet(ctx: &Ctx, node: &NodeRef, via: &NodeRef) -> Result<Undo, StepError> {
     let via_entries = ctx.entries(&via.addr).await?;
     let node_entries = ctx.entries(&node.addr).await?;
+    // The id the node has now: a detached node got a new one (CLUSTER RESET HARD).
+    let node = &live_ref(node, &node_entries);
     if knows(&via_entries, node) && knows(&node_entries, via) {
         return Ok(Undo::Nothing);
     }
@@ -49,6 +62,7 @@ pub async fn meet(ctx: &Ctx, node: &NodeRef, via: &NodeRef) -> Result<Undo, Step
 /// Makes `node` a replica of `master`, after `node` knows `master` (PITFALLS 7).
 pub async fn replicate(ctx: &Ctx, node: &NodeRef, master: &NodeRef) -> Result<Undo, StepError> {
     let entries = ctx.entries(&node.addr).await?;
+    let node = &live_ref(node, &entries);
     let Some(me) = entries.iter().find(|e| e.flags.myself) else {
         return Err(StepError::Refused {
             node: node.addr.clone(),
@@ -122,14 +136,18 @@ pub async fn replicate(ctx: &Ctx, node: &NodeRef, master: &NodeRef) -> Result<Un
 }
 
 /// Takes a node out of the cluster: it must hold no unique data (a replica, or a master with
-/// no slot and no key: PITFALLS 5, 23). It forgets everybody (`CLUSTER RESET SOFT`), then
-/// everybody forgets it.
+/// no slot and no key: PITFALLS 5, 23). It forgets everybody and takes a new id (`CLUSTER
+/// RESET HARD`), then everybody forgets its old id.
 pub async fn detach(ctx: &Ctx, node: &NodeRef) -> Result<Undo, StepError> {
     let mut undo = Undo::Barrier;
+    let mut live_id = None;
     match ctx.entries(&node.addr).await {
         Ok(entries) => {
+            // The node at the member's address, whatever its id now (an undo may run after a
+            // hard reset gave it a new one). The checks below keep any data safe.
             let me = entries.iter().find(|e| e.flags.myself);
-            if let Some(me) = me.filter(|m| m.id == node.id) {
+            if let Some(me) = me {
+                live_id = Some(me.id.clone());
                 let client = ctx.client(&node.addr).await?;
                 if me.role() == Role::Master {
                     let keys = client.dbsize().await?;
@@ -157,15 +175,18 @@ pub async fn detach(ctx: &Ctx, node: &NodeRef) -> Result<Undo, StepError> {
                         ]);
                     }
                 }
-                if entries.len() > 1 {
-                    client.reset(false).await?;
-                }
+                // HARD: the node leaves with a new id. Its old id sits in every other node's
+                // 60 s FORGET blacklist, so rejoining under it would be refused by gossip.
+                client.reset(true).await?;
             }
         }
         // Gone already: only the others' tables need cleaning.
         Err(_) => {}
     }
     forget::everywhere(ctx, &node.id, Some(&node.addr)).await?;
+    if let Some(live) = live_id.filter(|l| l != &node.id) {
+        forget::everywhere(ctx, &live, Some(&node.addr)).await?;
+    }
     info!(node = %node.addr, "node detached");
     Ok(undo)
 }

@@ -133,7 +133,7 @@ pub enum Step {
         /// Slots.
         slots: Vec<SlotRange>,
     },
-    /// Take `node` out of the cluster: it forgets everybody (CLUSTER RESET SOFT) and everybody
+    /// Take `node` out of the cluster: it forgets everybody and takes a new id (CLUSTER RESET HARD) and everybody
     /// forgets it. Only for nodes that hold no unique data (PITFALLS 5, 23).
     Detach {
         /// The node.
