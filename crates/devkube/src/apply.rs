@@ -148,6 +148,7 @@ mod tests {
             applied,
             dry_run: false,
             sub: Subresource::Main,
+            strict: false,
         };
         fields::record(old, new, &opts);
     }

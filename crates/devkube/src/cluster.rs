@@ -32,6 +32,10 @@ pub struct DevClusterOptions {
     pub bookmark_interval: Duration,
     /// Longest watch the server keeps open.
     pub max_watch: Duration,
+    /// Second octet of every address: node `i` is `127.<block>.0.<i>`, its pods
+    /// `127.<block>.<i>.<n>`. `kredis dev` uses 1 (DESIGN.md); tests running several clusters
+    /// at once use [`DevClusterOptions::for_tests`] to get distinct blocks.
+    pub address_block: u8,
 }
 
 impl DevClusterOptions {
@@ -45,6 +49,21 @@ impl DevClusterOptions {
             history: store::DEFAULT_HISTORY,
             bookmark_interval: Duration::from_secs(10),
             max_watch: Duration::from_secs(1800),
+            address_block: 1,
+        }
+    }
+
+    /// Like [`DevClusterOptions::new`], with an address block unlikely to be used by another
+    /// cluster of this or a concurrent test process, so pods of parallel tests never contend
+    /// for the same IP and port.
+    pub fn for_tests(dir: impl Into<PathBuf>) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // 2..=254, spread by pid across processes and by a counter within one.
+        let block = 2 + (std::process::id().wrapping_mul(31).wrapping_add(n) % 253) as u8;
+        Self {
+            address_block: block,
+            ..Self::new(dir)
         }
     }
 }
@@ -98,7 +117,11 @@ impl DevCluster {
         }));
         tasks.push(tokio::spawn(crate::gc::run(store.clone())));
         let nodes = if opts.kubelets {
-            Some(crate::node::Nodes::start(store.clone(), opts.dir.clone()))
+            Some(crate::node::Nodes::start(
+                store.clone(),
+                opts.dir.clone(),
+                opts.address_block,
+            ))
         } else {
             None
         };

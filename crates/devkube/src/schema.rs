@@ -354,3 +354,72 @@ mod tests {
         assert_eq!(apply(&mut missing, &schema())[0].field, "spec.masters");
     }
 }
+
+/// Fields of `obj` the schema does not declare (what `fieldValidation=Strict` refuses), as
+/// dotted paths.
+pub fn unknown_fields(obj: &Value, schema: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(m) = obj.as_object() {
+        for (k, v) in m {
+            if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                continue;
+            }
+            match schema.get("properties").and_then(|p| p.get(k)) {
+                Some(s) => walk_unknown(v, s, k, &mut out),
+                None if preserves(schema) => {}
+                None => out.push(k.clone()),
+            }
+        }
+    }
+    out
+}
+
+fn preserves(s: &Value) -> bool {
+    s.get("x-kubernetes-preserve-unknown-fields")
+        .and_then(Value::as_bool)
+        == Some(true)
+}
+
+fn walk_unknown(v: &Value, s: &Value, path: &str, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            let props = s.get("properties").and_then(Value::as_object);
+            let additional = s.get("additionalProperties");
+            for (k, child) in m {
+                let p = join(path, k);
+                match (props.and_then(|p| p.get(k)), additional) {
+                    (Some(cs), _) => walk_unknown(child, cs, &p, out),
+                    (None, Some(a)) if a.is_object() => walk_unknown(child, a, &p, out),
+                    (None, Some(Value::Bool(true))) => {}
+                    _ if preserves(s) => {}
+                    _ => out.push(p),
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(is) = s.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    walk_unknown(item, is, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod strict_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reports_undeclared_fields() {
+        let s = json!({"type":"object","properties":{"spec":{"type":"object","properties":{"a":{"type":"integer"},
+            "m":{"type":"object","additionalProperties":{"type":"string"}},"free":{"type":"object","x-kubernetes-preserve-unknown-fields":true}}}}});
+        let o = json!({"apiVersion":"x","metadata":{},"spec":{"a":1,"b":2,"m":{"k":"v"},"free":{"z":1}},"top":1});
+        assert_eq!(
+            unknown_fields(&o, &s),
+            vec!["spec.b".to_string(), "top".to_string()]
+        );
+    }
+}

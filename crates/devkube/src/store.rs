@@ -92,6 +92,9 @@ pub struct WriteOptions {
     pub dry_run: bool,
     /// Which part of the object may change.
     pub sub: Subresource,
+    /// `fieldValidation=Strict`: fields a custom resource schema does not declare are refused
+    /// (otherwise they are pruned silently).
+    pub strict: bool,
 }
 
 impl WriteOptions {
@@ -103,6 +106,7 @@ impl WriteOptions {
             applied: None,
             dry_run: false,
             sub: Subresource::Main,
+            strict: false,
         }
     }
     /// An in-process controller write.
@@ -287,6 +291,9 @@ impl Store {
     ) -> ApiResult<Value> {
         let mut g = self.lock();
         let inner = &mut g.0;
+        if opts.strict {
+            check_strict(info, &obj)?;
+        }
         let mut obj = admit::prepare_create(info, ns, obj)?;
         let name = meta::name(&obj).to_owned();
         let ns = meta::namespace(&obj).to_owned();
@@ -382,6 +389,9 @@ impl Store {
             if !want.is_empty() && want != meta::meta_str(&old, "resourceVersion") {
                 return Err(ApiError::stale(&info.group, &info.plural, name));
             }
+        }
+        if opts.strict {
+            check_strict(info, &desired)?;
         }
         let mut new = admit::prepare_update(info, &old, desired, opts.sub)?;
         if info.key() == "customresourcedefinitions.apiextensions.k8s.io" {
@@ -612,6 +622,36 @@ impl Store {
     pub fn notify(&self) {
         self.changed.send_replace(self.current_rv());
     }
+}
+
+/// `fieldValidation=Strict` for custom resources: undeclared fields are a 400, as the real
+/// server's strict decoding reports them.
+fn check_strict(info: &ResourceInfo, obj: &Value) -> ApiResult<()> {
+    if !info.custom {
+        return Ok(());
+    }
+    let version = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .and_then(|av| av.rsplit('/').next())
+        .unwrap_or("");
+    let Some(schema) = info.schemas.get(version) else {
+        return Ok(());
+    };
+    let unknown = crate::schema::unknown_fields(obj, schema);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    Err(ApiError::bad_request(format!(
+        "{} in version \"{version}\" cannot be handled as a {}: strict decoding error: {}",
+        info.kind,
+        info.kind,
+        list.join(", ")
+    )))
 }
 
 /// Removal happens once deleting, with no finalizers, and no pending graceful termination.

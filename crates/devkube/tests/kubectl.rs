@@ -176,6 +176,18 @@ async fn kubectl_apply_get_patch_wait_watch_delete() {
         out.stderr
     );
 
+    // kubectl validates strictly by default: undeclared fields are refused, not pruned.
+    let unknown = write(&dir, "unknown.yaml", "apiVersion: test.kredis.io/v1\nkind: Widget\nmetadata:\n  name: u\nspec:\n  size: 2\n  colour: red\n");
+    let out = kubectl(&h, &["apply", "-f", &unknown]).await;
+    assert!(
+        !out.ok && out.stderr.contains("unknown field \"spec.colour\""),
+        "{}",
+        out.stderr
+    );
+    assert!(ok(&h, &["apply", "--validate=false", "-f", &unknown])
+        .await
+        .contains("created"));
+
     // A pod: apply, wait Ready, watch, merge patch, delete.
     let pod = write(&dir, "pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p1\n  labels: {app: demo}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: main\n    image: busybox\n    command: [sleep, '1000']\n");
     assert!(ok(&h, &["apply", "-f", &pod])
@@ -191,7 +203,7 @@ async fn kubectl_apply_get_patch_wait_watch_delete() {
     assert!(
         pods.lines().next().unwrap_or("").contains("READY")
             && pods.contains("Running")
-            && pods.contains("127.1."),
+            && pods.contains("127."),
         "{pods}"
     );
 

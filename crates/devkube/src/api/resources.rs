@@ -254,6 +254,7 @@ fn write_opts(r: &Req, sub: Option<&str>) -> WriteOptions {
         } else {
             Subresource::Main
         },
+        strict: r.q("fieldValidation") == Some("Strict"),
     }
 }
 

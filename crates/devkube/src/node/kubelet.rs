@@ -50,10 +50,11 @@ impl Kubelet {
         dir: PathBuf,
         node: String,
         node_uid: String,
+        block: u8,
         index: u8,
         processes: Arc<ProcessTable>,
     ) -> Self {
-        let task = tokio::spawn(run(store, dir, node, index, processes));
+        let task = tokio::spawn(run(store, dir, node, block, index, processes));
         Self {
             index,
             node_uid,
@@ -93,6 +94,7 @@ struct Shared {
     store: Arc<Store>,
     dir: PathBuf,
     node: String,
+    block: u8,
     index: u8,
     processes: Arc<ProcessTable>,
     ips: Arc<Mutex<BTreeSet<u8>>>,
@@ -102,6 +104,7 @@ async fn run(
     store: Arc<Store>,
     dir: PathBuf,
     node: String,
+    block: u8,
     index: u8,
     processes: Arc<ProcessTable>,
 ) {
@@ -109,6 +112,7 @@ async fn run(
         store: store.clone(),
         dir,
         node: node.clone(),
+        block,
         index,
         processes,
         ips: Arc::default(),
@@ -379,7 +383,7 @@ async fn pod_worker(sh: Shared, mut rx: watch::Receiver<Option<Arc<Value>>>) {
     let Some(pods_info) = sh.store.registry.by_key("pods") else {
         return;
     };
-    let host_ip = format!("127.1.0.{}", sh.index);
+    let host_ip = format!("127.{}.0.{}", sh.block, sh.index);
     let host_network = pod.pointer("/spec/hostNetwork").and_then(Value::as_bool) == Some(true);
     let mut lease = IpLease {
         ips: sh.ips.clone(),
@@ -396,7 +400,7 @@ async fn pod_worker(sh: Shared, mut rx: watch::Receiver<Option<Arc<Value>>>) {
             Some(n) => {
                 used.insert(n);
                 lease.n = Some(n);
-                format!("127.1.{}.{n}", sh.index)
+                format!("127.{}.{}.{n}", sh.block, sh.index)
             }
             None => {
                 tracing::warn!("no free pod IP on node");

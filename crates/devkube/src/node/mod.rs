@@ -110,13 +110,15 @@ pub struct Nodes {
 }
 
 impl Nodes {
-    /// Starts the node controller and the scheduler.
-    pub fn start(store: Arc<Store>, dir: PathBuf) -> Self {
+    /// Starts the node controller and the scheduler. Node `i` gets `127.<block>.0.<i>`, its
+    /// pods `127.<block>.<i>.<n>`.
+    pub fn start(store: Arc<Store>, dir: PathBuf, block: u8) -> Self {
         let processes = Arc::new(ProcessTable::default());
         let kubelets: Arc<Mutex<BTreeMap<String, Kubelet>>> = Arc::default();
         let controller = tokio::spawn(control(
             store.clone(),
             dir,
+            block,
             kubelets.clone(),
             processes.clone(),
         ));
@@ -185,6 +187,7 @@ fn index_from_name(name: &str) -> Option<u8> {
 async fn control(
     store: Arc<Store>,
     dir: PathBuf,
+    block: u8,
     kubelets: Arc<Mutex<BTreeMap<String, Kubelet>>>,
     processes: Arc<ProcessTable>,
 ) {
@@ -238,12 +241,13 @@ async fn control(
                     tracing::warn!(node = %name, "no free node address");
                     continue;
                 };
-                tracing::info!(node = %name, ip = %format!("127.1.0.{index}"), "starting kubelet");
+                tracing::info!(node = %name, ip = %format!("127.{block}.0.{index}"), "starting kubelet");
                 let k = Kubelet::start(
                     store.clone(),
                     dir.clone(),
                     name.clone(),
                     meta::uid(node).to_owned(),
+                    block,
                     index,
                     processes.clone(),
                 );
@@ -256,7 +260,7 @@ async fn control(
             }
         }
         for (node, index) in to_status {
-            let status = node_status(meta::name(&node), index, &node);
+            let status = node_status(meta::name(&node), &format!("127.{block}.0.{index}"), &node);
             let _ = store.mutate(
                 &info,
                 "",
@@ -276,7 +280,7 @@ async fn control(
     }
 }
 
-fn node_status(name: &str, index: u8, old: &Value) -> Value {
+fn node_status(name: &str, ip: &str, old: &Value) -> Value {
     let since = old
         .pointer("/status/conditions/0/lastTransitionTime")
         .cloned()
@@ -284,7 +288,7 @@ fn node_status(name: &str, index: u8, old: &Value) -> Value {
     let resources =
         json!({"cpu": "4", "memory": "8Gi", "pods": "110", "ephemeral-storage": "100Gi"});
     json!({
-        "addresses": [{"type": "InternalIP", "address": format!("127.1.0.{index}")}, {"type": "Hostname", "address": name}],
+        "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
         "capacity": resources,
         "allocatable": resources,
         "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status (kredis dev)", "lastHeartbeatTime": since, "lastTransitionTime": since}],

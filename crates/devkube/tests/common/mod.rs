@@ -25,7 +25,7 @@ pub async fn start(
         .with_test_writer()
         .try_init();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut opts = DevClusterOptions::new(dir.path());
+    let mut opts = DevClusterOptions::for_tests(dir.path());
     opts.nodes = nodes;
     opts.kubelets = kubelets;
     tweak(&mut opts);
