@@ -15,6 +15,7 @@ pub mod admit;
 pub mod api;
 pub mod apply;
 pub mod cluster;
+pub mod convert;
 pub mod error;
 pub mod fields;
 pub mod foreground;

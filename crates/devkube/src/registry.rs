@@ -92,6 +92,8 @@ pub struct ResourceInfo {
     pub schemas: BTreeMap<String, Value>,
     /// Whether this comes from a CRD.
     pub custom: bool,
+    /// Storage shared with another resource (events.k8s.io Events live with core Events).
+    pub storage: Option<String>,
     /// Extra field-selector fields beyond `metadata.name`/`metadata.namespace`.
     pub extra_fields: Vec<&'static str>,
 }
@@ -114,6 +116,7 @@ impl ResourceInfo {
             ],
             schemas: BTreeMap::new(),
             custom: false,
+            storage: None,
             extra_fields: Vec::new(),
         }
     }
@@ -144,13 +147,18 @@ impl ResourceInfo {
         self.versions.first().map(String::as_str).unwrap_or("v1")
     }
 
-    /// The storage key: `plural.group` (or `plural`).
-    pub fn key(&self) -> String {
+    /// The registry id: `plural.group` (or `plural` for core).
+    pub fn id(&self) -> String {
         if self.group.is_empty() {
             self.plural.clone()
         } else {
             format!("{}.{}", self.plural, self.group)
         }
+    }
+
+    /// The storage key: the id, unless storage is shared with another resource.
+    pub fn key(&self) -> String {
+        self.storage.clone().unwrap_or_else(|| self.id())
     }
 
     /// Field-selector fields this resource accepts.
@@ -312,6 +320,7 @@ impl ResourceInfo {
             columns: cols,
             schemas,
             custom: true,
+            storage: None,
             extra_fields: Vec::new(),
         })
     }
@@ -354,6 +363,7 @@ fn builtins() -> Vec<ResourceInfo> {
         "involvedObject.name",
         "involvedObject.namespace",
         "involvedObject.uid",
+        "reportingComponent",
         "reason",
         "type",
     ];
@@ -363,9 +373,12 @@ fn builtins() -> Vec<ResourceInfo> {
         "regarding.kind",
         "regarding.name",
         "regarding.namespace",
+        "regarding.uid",
+        "reportingController",
         "reason",
         "type",
     ];
+    new_events.storage = Some("events".into());
     let mut services = ResourceInfo::builtin("", "v1", "services", "Service", true)
         .short(&["svc"])
         .status()
@@ -483,7 +496,7 @@ impl Registry {
     pub fn new() -> Self {
         let map = builtins()
             .into_iter()
-            .map(|r| (r.key(), Arc::new(r)))
+            .map(|r| (r.id(), Arc::new(r)))
             .collect();
         Self {
             inner: Arc::new(RwLock::new(map)),
@@ -528,7 +541,7 @@ impl Registry {
             .inner
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        w.insert(info.key(), Arc::new(info));
+        w.insert(info.id(), Arc::new(info));
     }
 
     /// Removes a custom resource.

@@ -227,6 +227,14 @@ impl FieldSelector {
         })
     }
 
+    /// Rewrites field paths (e.g. from a served form to the stored form).
+    pub fn map_fields(mut self, f: impl Fn(&str) -> String) -> Self {
+        for (field, _, _) in &mut self.0 {
+            *field = f(field);
+        }
+        self
+    }
+
     /// Whether there are no terms.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -22,6 +22,8 @@ use crate::table::{self, Representation};
 /// A resolved resource request.
 pub(crate) struct Target<'a> {
     pub info: Arc<ResourceInfo>,
+    /// The resource whose storage holds these objects (differs for events.k8s.io Events).
+    pub store_info: Arc<ResourceInfo>,
     pub version: &'a str,
     pub ns: Option<&'a str>,
     pub name: Option<&'a str>,
@@ -64,8 +66,14 @@ pub(crate) async fn handle(
     if info.namespaced && ns.is_none() && (name.is_some() || r.method == Method::POST) {
         return Err(ApiError::no_route());
     }
+    let store_info = state
+        .store
+        .registry
+        .by_key(&info.key())
+        .unwrap_or_else(|| info.clone());
     let t = Target {
         info,
+        store_info,
         version,
         ns,
         name,
@@ -85,7 +93,7 @@ pub(crate) async fn handle(
     let watch = force_watch || r.q_bool("watch");
     match (&r.method, t.name) {
         (&Method::GET, Some(name)) => {
-            let obj = state.store.get(&t.info, t.ns.unwrap_or(""), name)?;
+            let obj = state.store.get(&t.store_info, t.ns.unwrap_or(""), name)?;
             Ok(respond_one(r, &t, StatusCode::OK, &obj))
         }
         (&Method::GET, None) if watch => super::watch::watch(state, r, &t),
@@ -103,7 +111,7 @@ pub(crate) async fn handle(
 
 /// Sets the served apiVersion (custom resources may be requested in any served version).
 pub(crate) fn with_version(info: &ResourceInfo, version: &str, obj: &Value) -> Value {
-    let mut o = obj.clone();
+    let mut o = crate::convert::from_storage(info, obj);
     if let Some(m) = o.as_object_mut() {
         m.insert("apiVersion".into(), json!(info.api_version(version)));
         m.entry("kind").or_insert(json!(info.kind));
@@ -135,7 +143,8 @@ pub(crate) fn selectors(r: &Req, info: &ResourceInfo) -> ApiResult<(LabelSelecto
     let labels = LabelSelector::parse(r.q("labelSelector").unwrap_or(""))
         .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {}", e.0)))?;
     let fields = FieldSelector::parse(r.q("fieldSelector").unwrap_or(""), &info.field_selectors())
-        .map_err(|e| ApiError::bad_request(e.0))?;
+        .map_err(|e| ApiError::bad_request(e.0))?
+        .map_fields(|f| crate::convert::field_path(info, f));
     Ok((labels, fields))
 }
 
@@ -268,9 +277,11 @@ fn create(state: &AppState, r: &Req, t: &Target<'_>) -> ApiResult<Response> {
     if obj.get("apiVersion").is_none() {
         obj["apiVersion"] = json!(t.info.api_version(t.version));
     }
-    let created = state
-        .store
-        .create(&t.info, t.ns.unwrap_or(""), obj, &write_opts(r, None))?;
+    let obj = crate::convert::to_storage(&t.info, obj);
+    let created =
+        state
+            .store
+            .create(&t.store_info, t.ns.unwrap_or(""), obj, &write_opts(r, None))?;
     Ok(respond_one(r, t, StatusCode::CREATED, &created))
 }
 
@@ -308,7 +319,9 @@ fn update(state: &AppState, r: &Req, t: &Target<'_>, name: &str) -> ApiResult<Re
     let opts = write_opts(r, t.sub);
     let updated = state
         .store
-        .mutate(&t.info, t.ns.unwrap_or(""), name, &opts, |_| Ok(obj))?;
+        .mutate(&t.store_info, t.ns.unwrap_or(""), name, &opts, |_| {
+            Ok(crate::convert::to_storage(&t.info, obj))
+        })?;
     Ok(respond_one(r, t, StatusCode::OK, &updated))
 }
 
@@ -324,9 +337,9 @@ fn patch(state: &AppState, r: &Req, t: &Target<'_>, name: &str) -> ApiResult<Res
     let version = t.version.to_owned();
     let updated = state
         .store
-        .mutate(&t.info, ns, name, &opts.clone(), move |old| {
+        .mutate(&t.store_info, ns, name, &opts.clone(), move |old| {
             let old = with_version(&info, &version, old);
-            match ct.as_str() {
+            let patched = match ct.as_str() {
                 "application/merge-patch+json" => {
                     if !body.is_object() {
                         return Err(ApiError::bad_request("merge patch must be a JSON object"));
@@ -346,7 +359,8 @@ fn patch(state: &AppState, r: &Req, t: &Target<'_>, name: &str) -> ApiResult<Res
                     "application/strategic-merge-patch+json is not supported for custom resources",
                 )),
                 other => Err(ApiError::unsupported_media(other)),
-            }
+            }?;
+            Ok(crate::convert::to_storage(&info, patched))
         })?;
     opts.dry_run = false;
     Ok(respond_one(r, t, StatusCode::OK, &updated))
@@ -383,7 +397,7 @@ fn server_side_apply(
     let builtin = !t.info.custom;
     opts.operation = "Apply";
     let manager = opts.manager.clone();
-    let existing = state.store.get(&t.info, ns, name);
+    let existing = state.store.get(&t.store_info, ns, name);
     match existing {
         Err(e) if e.code == 404 => {
             if t.sub == Some("status") {
@@ -399,26 +413,32 @@ fn server_side_apply(
                 force,
             )?;
             opts.applied = Some(applied.fields);
-            let created = state.store.create(&t.info, ns, applied.object, &opts)?;
+            let object = crate::convert::to_storage(&t.info, applied.object);
+            let created = state.store.create(&t.store_info, ns, object, &opts)?;
             Ok(respond_one(r, t, StatusCode::CREATED, &created))
         }
         Err(e) => Err(e),
         Ok(_) => {
             let info = t.info.clone();
             let version = t.version.to_owned();
-            let updated = state.store.mutate_with(&t.info, ns, name, &opts, |old| {
-                let old = with_version(&info, &version, old);
-                let applied = apply::apply(
-                    &info.group,
-                    &info.plural,
-                    builtin,
-                    Some(&old),
-                    &body,
-                    &manager,
-                    force,
-                )?;
-                Ok((applied.object, Some(applied.fields)))
-            })?;
+            let updated = state
+                .store
+                .mutate_with(&t.store_info, ns, name, &opts, |old| {
+                    let old = with_version(&info, &version, old);
+                    let applied = apply::apply(
+                        &info.group,
+                        &info.plural,
+                        builtin,
+                        Some(&old),
+                        &body,
+                        &manager,
+                        force,
+                    )?;
+                    Ok((
+                        crate::convert::to_storage(&info, applied.object),
+                        Some(applied.fields),
+                    ))
+                })?;
             Ok(respond_one(r, t, StatusCode::OK, &updated))
         }
     }
@@ -469,7 +489,7 @@ fn delete(state: &AppState, r: &Req, t: &Target<'_>, name: &str) -> ApiResult<Re
     let opts = delete_options(r)?;
     let (obj, removed) = state
         .store
-        .delete(&t.info, t.ns.unwrap_or(""), name, &opts)?;
+        .delete(&t.store_info, t.ns.unwrap_or(""), name, &opts)?;
     let code = if removed {
         StatusCode::OK
     } else {
@@ -489,7 +509,7 @@ fn delete_collection(state: &AppState, r: &Req, t: &Target<'_>) -> ApiResult<Res
     {
         match state
             .store
-            .delete(&t.info, meta::namespace(o), meta::name(o), &opts)
+            .delete(&t.store_info, meta::namespace(o), meta::name(o), &opts)
         {
             Ok((obj, _)) => items.push(with_version(&t.info, t.version, &obj)),
             Err(e) if e.code == 404 => {}
@@ -502,7 +522,7 @@ fn delete_collection(state: &AppState, r: &Req, t: &Target<'_>) -> ApiResult<Res
 
 fn pod_log(state: &AppState, r: &Req, t: &Target<'_>) -> ApiResult<Response> {
     let (ns, name) = (t.ns.unwrap_or(""), t.name.unwrap_or(""));
-    let pod = state.store.get(&t.info, ns, name)?;
+    let pod = state.store.get(&t.store_info, ns, name)?;
     let container = match r.q("container") {
         Some(c) => c.to_owned(),
         None => pod
@@ -537,9 +557,12 @@ fn evict(state: &AppState, r: &Req, t: &Target<'_>) -> ApiResult<Response> {
     if let Some(d) = body.get("deleteOptions") {
         opts.grace = d.get("gracePeriodSeconds").and_then(Value::as_i64);
     }
-    state
-        .store
-        .delete(&t.info, t.ns.unwrap_or(""), t.name.unwrap_or(""), &opts)?;
+    state.store.delete(
+        &t.store_info,
+        t.ns.unwrap_or(""),
+        t.name.unwrap_or(""),
+        &opts,
+    )?;
     let v = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
     Ok(json_response(StatusCode::CREATED, &v))
 }
@@ -562,7 +585,7 @@ fn bind(state: &AppState, r: &Req, t: &Target<'_>) -> ApiResult<Response> {
     }
     let name = t.name.unwrap_or("").to_owned();
     state.store.mutate(
-        &t.info,
+        &t.store_info,
         t.ns.unwrap_or(""),
         &name,
         &WriteOptions::internal("kube-scheduler"),
