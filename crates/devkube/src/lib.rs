@@ -10,6 +10,7 @@
 //! garbage collectors; [`node`] the scheduler, node lifecycle and kubelets; [`cluster`] wires
 //! them.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod admit;
 pub mod api;

@@ -84,6 +84,15 @@ async fn redis_pod_with_exporter_runs_and_becomes_ready() {
     })).unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
     let p = wait_pod(&pods, "redis-0", "redis pod ready", is_ready).await;
+    // A steady pod causes no writes: status carries no churning timestamps (an operator
+    // watching pods would otherwise reconcile forever).
+    let rv = h.cluster.store().current_rv();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        h.cluster.store().current_rv(),
+        rv,
+        "writes while nothing changed"
+    );
     let status = p.status.clone().unwrap();
     let ip = status.pod_ip.clone().unwrap();
     assert!(ip.starts_with("127.") && !ip.contains(".0."), "{ip}");

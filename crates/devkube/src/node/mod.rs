@@ -252,6 +252,7 @@ async fn control(
                     processes.clone(),
                 );
                 ks.insert(name.clone(), k);
+                create_lease(&store, node);
             }
             for (name, k) in ks.iter() {
                 if let Some(n) = live.get(name) {
@@ -278,6 +279,42 @@ async fn control(
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }
+}
+
+/// The node's Lease in `kube-node-lease` (owned by the Node, so it goes with it). Written
+/// once: renewing it would churn resourceVersions for nothing in dev mode.
+fn create_lease(store: &Store, node: &Value) {
+    let Some(info) = store.registry.by_key("leases.coordination.k8s.io") else {
+        return;
+    };
+    let name = meta::name(node);
+    let lease = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": name, "namespace": "kube-node-lease", "ownerReferences": [
+            {"apiVersion": "v1", "kind": "Node", "name": name, "uid": meta::uid(node)}]},
+        "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": chrono_micro()},
+    });
+    match store.create(
+        &info,
+        "kube-node-lease",
+        lease,
+        &WriteOptions::internal("kubelet"),
+    ) {
+        Ok(_) => {}
+        Err(e) if e.code == 409 => {}
+        Err(e) => tracing::debug!(node = name, error = %e, "failed to create node lease"),
+    }
+}
+
+/// `MicroTime` format (RFC 3339 with microseconds), as Lease times use.
+fn chrono_micro() -> String {
+    let now = std::time::SystemTime::now();
+    let micros = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_micros())
+        .unwrap_or(0);
+    let base = meta::rfc3339(now);
+    format!("{}.{micros:06}Z", base.trim_end_matches('Z'))
 }
 
 fn node_status(name: &str, ip: &str, old: &Value) -> Value {
