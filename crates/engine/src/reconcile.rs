@@ -38,12 +38,16 @@ pub enum ConvergeError {
     #[error("failed to execute a plan")]
     Exec(#[from] ExecError),
     /// Plans kept coming without end.
-    #[error("failed to converge within {rounds} rounds; last plan: {last}")]
+    #[error(
+        "failed to converge within {rounds} rounds; last plan: {last}; still wrong: {problems}"
+    )]
     Endless {
         /// Rounds run.
         rounds: usize,
         /// The last plan's steps.
         last: String,
+        /// What the last view found wrong.
+        problems: String,
     },
     /// Nothing left to do, but the plan waits for something (e.g. too few members).
     #[error("waiting: {0}")]
@@ -74,8 +78,10 @@ pub async fn converge_with(
     let seeds: Vec<_> = members.iter().map(|m| m.addr.clone()).collect();
     let mut report = Report::default();
     let mut last = Plan::default();
+    let mut problems = Vec::new();
     for _ in 0..MAX_ROUNDS {
         let view = observe(admin, &seeds).await;
+        problems = view.problems();
         let p = plan(desired, members, &view, policy)?;
         if p.is_empty() {
             if let Some(Note::Waiting { reason }) =
@@ -102,5 +108,6 @@ pub async fn converge_with(
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; "),
+        problems: problems.join("; "),
     })
 }

@@ -343,6 +343,28 @@ impl ClusterView {
         self.disagreements = out;
     }
 
+    /// The view as if only the nodes in `keep` (by id) and the unreachable addresses in
+    /// `keep_unreachable` had been read: drops nodes on their way out, or never in.
+    pub fn restricted_to(
+        &self,
+        keep: &BTreeSet<NodeId>,
+        keep_unreachable: &BTreeSet<NodeAddr>,
+    ) -> ClusterView {
+        let obs = self
+            .observed
+            .iter()
+            .filter(|(id, _)| keep.contains(*id))
+            .map(|(_, o)| o.clone())
+            .collect();
+        let unreachable = self
+            .unreachable
+            .iter()
+            .filter(|(a, _)| keep_unreachable.contains(*a))
+            .map(|(a, r)| (a.clone(), r.clone()))
+            .collect();
+        ClusterView::build(obs, unreachable)
+    }
+
     /// The consensus owner of a slot.
     pub fn owner_of(&self, slot: Slot) -> Option<&NodeId> {
         self.nodes

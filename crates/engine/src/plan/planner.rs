@@ -140,7 +140,8 @@ impl<'a> Planner<'a> {
         } else {
             Vec::new()
         };
-        let (joins, surplus) = self.joins_and_replication(&master_of_shard);
+        let (joins, mut surplus) = self.joins_and_replication(&master_of_shard);
+        surplus.extend(self.unbacked_live());
 
         let mut steps = Vec::new();
         steps.append(&mut stale_meets);
@@ -150,13 +151,25 @@ impl<'a> Planner<'a> {
         steps.extend(recover);
         steps.extend(boot);
         steps.extend(joins);
-        if steps.is_empty() && self.view.is_converged() {
+        steps.extend(self.partial_join_meets());
+        // PITFALLS 18: slots move only in a stable cluster; otherwise the next plan does it.
+        let converged = self.staying_view().is_converged();
+        if steps.is_empty() && converged {
             steps.extend(self.rebalance(&master_of_shard));
-        } else if !steps.is_empty() {
-            // PITFALLS 18: slots move only in a stable cluster; the next plan does it.
         }
         steps.extend(surplus);
-        if !steps.is_empty() {
+        let blocked = self.plan.notes.iter().any(|n| {
+            matches!(
+                n,
+                Note::Unreachable { .. }
+                    | Note::ForeignNode { .. }
+                    | Note::LostSlots { .. }
+                    | Note::Waiting { .. }
+            )
+        });
+        // Nothing to do but not converged either (gossip still spreading): wait for it, so
+        // an empty plan always means a converged cluster unless a note says why not.
+        if !steps.is_empty() || (!blocked && !converged) {
             steps.push(Step::WaitConverged);
         }
         self.plan.steps = steps;
@@ -461,6 +474,85 @@ impl<'a> Planner<'a> {
         out
     }
 
+    /// The view restricted to the members that stay (eligible, not released), and the
+    /// live cluster nodes no member backs (they still count until drained and detached).
+    fn staying_view(&self) -> ClusterView {
+        let mut keep: BTreeSet<NodeId> = self
+            .eligible
+            .iter()
+            .filter(|&&i| !self.plan.released.contains(&self.resolved[i].member.name))
+            .filter_map(|&i| self.resolved[i].id.clone())
+            .collect();
+        keep.extend(
+            self.view
+                .observed
+                .keys()
+                .filter(|id| self.cluster.contains(*id) && self.member_of(id).is_none())
+                .cloned(),
+        );
+        let unreachable = self
+            .resolved
+            .iter()
+            .filter(|r| r.obs.is_none() && !self.plan.released.contains(&r.member.name))
+            .map(|r| r.member.addr.clone())
+            .collect();
+        self.view.restricted_to(&keep, &unreachable)
+    }
+
+    /// A reachable node's ref, from its own observation.
+    fn observed_ref(&self, id: &NodeId) -> Option<NodeRef> {
+        let obs = self.view.observed.get(id)?;
+        let bus_port = obs.myself()?.bus_port;
+        Some(NodeRef {
+            id: id.clone(),
+            addr: obs.addr.clone(),
+            bus_port,
+        })
+    }
+
+    /// Live nodes of the cluster that no member backs: replicas and empty masters are
+    /// detached; masters with slots are drained first by the rebalance.
+    fn unbacked_live(&self) -> Vec<Step> {
+        let mut out = Vec::new();
+        for (id, obs) in &self.view.observed {
+            if self.member_of(id).is_some() || !self.cluster.contains(id) || obs.is_alone() {
+                continue;
+            }
+            let Some(me) = obs.myself() else { continue };
+            if me.role() == Role::Master && !me.slots.is_empty() {
+                continue;
+            }
+            if let Some(r) = self.observed_ref(id) {
+                out.push(Step::Detach { node: r });
+            }
+        }
+        out
+    }
+
+    /// A member of the cluster that some other member does not know (a MEET interrupted
+    /// before gossip spread it): MEET it again through each node that misses it. Released
+    /// members are left alone: they are on their way out.
+    fn partial_join_meets(&self) -> Vec<Step> {
+        let mut out = Vec::new();
+        for d in &self.view.disagreements {
+            let crate::model::Disagreement::Unknown { observer, node } = d else {
+                continue;
+            };
+            let (Some(ni), Some(oi)) = (self.member_of(node), self.member_of(observer)) else {
+                continue;
+            };
+            let released = |i: usize| self.plan.released.contains(&self.resolved[i].member.name);
+            if released(ni) || released(oi) || !self.in_cluster(ni) || !self.in_cluster(oi) {
+                continue;
+            }
+            if let (Some(n), Some(o)) = (self.resolved[ni].node_ref(), self.resolved[oi].node_ref())
+            {
+                out.push(Step::Meet { node: n, via: o });
+            }
+        }
+        out
+    }
+
     /// PITFALLS 17: open slots are closed before anything else moves.
     fn open_slot_fixes(&self) -> Vec<Step> {
         let mut by_slot: BTreeMap<crate::model::Slot, BTreeSet<NodeId>> = BTreeMap::new();
@@ -501,6 +593,10 @@ impl<'a> Planner<'a> {
             .copied()
             .chain(self.master_shard.values().copied())
             .collect();
+        for s in (0..self.desired.masters).filter(|s| !shards.contains(s)) {
+            // The caller must add a member (a pod) for this shard.
+            self.plan.notes.push(Note::ShardWithoutMaster { shard: s });
+        }
         let live_masters = self
             .slot_masters()
             .iter()
@@ -550,8 +646,9 @@ impl<'a> Planner<'a> {
                     (!flagged, !self.resolved[i].member.terminating, off)
                 });
                 let Some(best) = best else {
-                    if self.is_alive(&old.id) {
-                        // Terminating with no replica: it keeps serving until one exists.
+                    if self.answers(&old.id) {
+                        // Terminating, or live but backed by no member, with no replica: it
+                        // keeps serving until a replica exists or the rebalance drains it.
                         if let Some(i) = self.member_of(&old.id) {
                             choice.master_of_shard.insert(s, i);
                         }
@@ -566,7 +663,7 @@ impl<'a> Planner<'a> {
                 let Some(node) = self.resolved[best].node_ref() else {
                     continue;
                 };
-                let mode = if self.is_alive(&old.id) {
+                let mode = if self.answers(&old.id) {
                     FailoverMode::Graceful
                 } else if live_masters * 2 > total_masters {
                     FailoverMode::Force
@@ -619,6 +716,11 @@ impl<'a> Planner<'a> {
         self.member_of(id)
             .is_some_and(|i| self.resolved[i].obs.is_some())
             && self.node(id).is_some_and(|n| n.reachable)
+    }
+
+    /// The node answered us and the cluster does not consider it failed (a member or not).
+    fn answers(&self, id: &NodeId) -> bool {
+        self.node(id).is_some_and(|n| n.reachable && !n.failed)
     }
 
     fn is_terminating(&self, id: &NodeId) -> bool {
@@ -869,9 +971,21 @@ impl<'a> Planner<'a> {
         if keep.is_empty() {
             return Vec::new();
         }
+        // Live masters no member backs are drained too (their target is 0).
+        for id in self
+            .view
+            .observed
+            .keys()
+            .filter(|id| self.cluster.contains(*id))
+        {
+            if let Some(r) = self.observed_ref(id) {
+                refs.entry(id.clone()).or_insert(r);
+            }
+        }
         let mut owned: BTreeMap<NodeId, SlotSet> = BTreeMap::new();
         for n in self.view.nodes.values() {
-            if n.role == Role::Master && (!n.slots.is_empty() || keep.contains(&n.id)) {
+            let ours = self.cluster.contains(&n.id);
+            if ours && n.role == Role::Master && (!n.slots.is_empty() || keep.contains(&n.id)) {
                 owned.insert(n.id.clone(), n.slots.clone());
             }
         }
