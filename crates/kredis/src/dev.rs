@@ -108,3 +108,33 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("kredis dev: stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        dev: DevArgs,
+    }
+
+    #[test]
+    fn defaults_and_validation() {
+        let cli = Cli::try_parse_from(["dev"]).unwrap();
+        let config = cli.dev.validate().unwrap();
+        assert_eq!(
+            (config.options.port, config.options.nodes, config.operator),
+            (6440, 3, true)
+        );
+        assert!(config.options.dir.is_absolute() && config.options.dir.ends_with(".kredis-dev"));
+        let cli = Cli::try_parse_from(["dev", "--nodes", "0"]).unwrap();
+        assert!(cli.dev.validate().is_err());
+        let cli =
+            Cli::try_parse_from(["dev", "--no-operator", "--example", "--port", "7000"]).unwrap();
+        let config = cli.dev.validate().unwrap();
+        assert!(!config.operator && config.example);
+        assert_eq!(config.options.port, 7000);
+    }
+}
