@@ -189,7 +189,7 @@ async fn kubectl_apply_get_patch_wait_watch_delete() {
         .contains("created"));
 
     // A pod: apply, wait Ready, watch, merge patch, delete.
-    let pod = write(&dir, "pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p1\n  labels: {app: demo}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: main\n    image: busybox\n    command: [sleep, '1000']\n");
+    let pod = write(&dir, "pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p1\n  labels: {app: demo}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: main\n    image: busybox\n    command: [sh, -c, 'echo hello-log; exec sleep 1000']\n");
     assert!(ok(&h, &["apply", "-f", &pod])
         .await
         .contains("pod/p1 created"));
@@ -206,6 +206,25 @@ async fn kubectl_apply_get_patch_wait_watch_delete() {
             && pods.contains("127."),
         "{pods}"
     );
+
+    // Logs, plain and followed.
+    let logs = eventually("log line", Duration::from_secs(20), || async {
+        let o = kubectl(&h, &["logs", "p1"]).await;
+        o.stdout.contains("hello-log").then_some(o.stdout)
+    })
+    .await;
+    assert_eq!(logs.trim(), "hello-log");
+    let mut follow = command(&h, &["logs", "-f", "p1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut flines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), flines.next_line())
+        .await
+        .expect("followed log");
+    assert_eq!(first.unwrap().as_deref(), Some("hello-log"));
+    let _ = follow.kill().await;
 
     let mut watch = command(&h, &["get", "pods", "-w", "--output-watch-events"])
         .stdout(Stdio::piped())

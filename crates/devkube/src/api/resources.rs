@@ -548,7 +548,65 @@ fn pod_log(state: &AppState, r: &Req, t: &Target<'_>) -> ApiResult<Response> {
         }
         None => text,
     };
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], text).into_response())
+    if !r.q_bool("follow") {
+        return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], text).into_response());
+    }
+    // follow=true: stream what is appended until the pod goes away or the client leaves.
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+    let store = state.store.clone();
+    let uid = meta::uid(&pod).to_owned();
+    let (ns, name) = (ns.to_owned(), name.to_owned());
+    let mut offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    tokio::spawn(async move {
+        if tx.send(bytes::Bytes::from(text)).await.is_err() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(LOG_POLL) => {}
+            }
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if len > offset {
+                let chunk = read_from(&path, offset);
+                offset = len;
+                if tx.send(bytes::Bytes::from(chunk)).await.is_err() {
+                    return;
+                }
+            }
+            let alive = store
+                .get_key("pods", &ns, &name)
+                .is_some_and(|p| meta::uid(&p) == uid);
+            if !alive {
+                return;
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<bytes::Bytes, std::convert::Infallible>(b), rx))
+    });
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// How often a followed log is checked for new output.
+const LOG_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+fn read_from(path: &std::path::Path, offset: u64) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut buf = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        if f.seek(SeekFrom::Start(offset)).is_ok() {
+            let _ = f.read_to_end(&mut buf);
+        }
+    }
+    buf
 }
 
 fn evict(state: &AppState, r: &Req, t: &Target<'_>) -> ApiResult<Response> {
