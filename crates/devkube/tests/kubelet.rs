@@ -371,3 +371,56 @@ async fn killed_process_restarts_and_deleted_node_takes_its_pods() {
     assert!(!alive(pid), "process {pid} survived shutdown");
     drop(dir);
 }
+
+#[tokio::test]
+async fn prestop_holds_termination_until_a_forced_delete() {
+    let h = start(1, true, |_| {}).await;
+    let client = h.cluster.client().unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "hold"},
+        "spec": {
+            "terminationGracePeriodSeconds": 60,
+            "containers": [{"name": "main", "image": "busybox", "command": ["sleep", "1000"],
+                "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", "touch /data/prestop-ran; sleep 60"]}}},
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+            "volumes": [{"name": "data", "emptyDir": {}}]
+        }
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let p = wait_pod(&pods, "hold", "running", |p| {
+        is_ready(p) && pid_of(p).is_some()
+    })
+    .await;
+    let pid = pid_of(&p).unwrap();
+    let marker = kredis_devkube::node::pod_dir(h.cluster.dir(), &serde_json::to_value(&p).unwrap())
+        .join("volumes/data/prestop-ran");
+    pods.delete("hold", &DeleteParams::default()).await.unwrap();
+    eventually("preStop hook ran", WAIT, || async {
+        marker.exists().then_some(())
+    })
+    .await;
+    // The hook holds termination: the pod is Terminating and its process still runs.
+    let p = pods.get("hold").await.unwrap();
+    assert!(p.metadata.deletion_timestamp.is_some());
+    assert!(alive(pid));
+    // A forced delete ends it at once.
+    pods.delete(
+        "hold",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        },
+    )
+    .await
+    .unwrap();
+    eventually("pod gone", WAIT, || async {
+        pods.get_opt("hold").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    eventually("process gone", Duration::from_secs(5), || async {
+        (!alive(pid)).then_some(())
+    })
+    .await;
+}

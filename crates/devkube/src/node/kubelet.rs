@@ -442,7 +442,7 @@ async fn pod_worker(sh: Shared, mut rx: watch::Receiver<Option<Arc<Value>>>) {
             Some(p) => pod = p,
         }
         if meta::is_deleting(&pod) && !finished {
-            terminate(&pod, &mut inits, &mut mains, &pod_ip).await;
+            terminate(&pod, &mut inits, &mut mains, &pod_ip, &mut rx).await;
             finished = true;
             write_status(
                 &sh.store,
@@ -632,7 +632,34 @@ async fn step(
 }
 
 /// Graceful termination: preStop hooks, SIGTERM, wait for the grace period, SIGKILL.
-async fn terminate(pod: &Value, inits: &mut [Rt], mains: &mut [Rt], pod_ip: &str) {
+/// Whether a termination must end at once: the pod is gone or was re-deleted with grace 0
+/// (`kubectl delete --force --grace-period=0`).
+fn cut_short(rx: &watch::Receiver<Option<Arc<Value>>>) -> bool {
+    match &*rx.borrow() {
+        None => true,
+        Some(p) => {
+            p.pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                == Some(0)
+        }
+    }
+}
+
+async fn wait_cut_short(rx: &mut watch::Receiver<Option<Arc<Value>>>) {
+    while !cut_short(rx) {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn terminate(
+    pod: &Value,
+    inits: &mut [Rt],
+    mains: &mut [Rt],
+    pod_ip: &str,
+    rx: &mut watch::Receiver<Option<Arc<Value>>>,
+) {
     let grace = pod
         .pointer("/metadata/deletionGracePeriodSeconds")
         .and_then(Value::as_i64)
@@ -660,7 +687,10 @@ async fn terminate(pod: &Value, inits: &mut [Rt], mains: &mut [Rt], pod_ip: &str
         )
         .await
     });
-    let _ = tokio::time::timeout(remaining, futures::future::join_all(runs)).await;
+    tokio::select! {
+        _ = tokio::time::timeout(remaining, futures::future::join_all(runs)) => {}
+        _ = wait_cut_short(rx) => {}
+    }
     for rt in inits.iter().chain(mains.iter()) {
         if let Some(p) = &rt.proc {
             signal_group(p.pgid, Signal::SIGTERM);
@@ -677,7 +707,7 @@ async fn terminate(pod: &Value, inits: &mut [Rt], mains: &mut [Rt], pod_ip: &str
         if !running {
             break;
         }
-        if Instant::now() >= deadline {
+        if Instant::now() >= deadline || cut_short(rx) {
             for rt in inits.iter_mut().chain(mains.iter_mut()) {
                 if let Some(p) = &rt.proc {
                     signal_group(p.pgid, Signal::SIGKILL);
