@@ -439,6 +439,10 @@ fn defaults(info: &ResourceInfo, obj: &mut Value, old: Option<&Value>) -> ApiRes
 
 fn validate(info: &ResourceInfo, obj: &mut Value, _old: Option<&Value>) -> ApiResult<()> {
     let name = meta::name(obj).to_owned();
+    let causes = validate_metadata(obj);
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(&info.group, &info.kind, &name, causes));
+    }
     if info.custom {
         let version = version_of(obj);
         if let Some(schema) = info.schemas.get(&version) {
@@ -571,4 +575,107 @@ pub fn validate_crd(obj: &Value, registry: &Registry) -> ApiResult<()> {
         }
     }
     Ok(())
+}
+
+fn is_label_value(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.is_empty()
+        || (b.len() <= 63
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')))
+}
+
+/// A qualified name (`[prefix/]name`, as label and annotation keys are).
+fn is_qualified_name(k: &str) -> bool {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    !name.is_empty()
+        && is_label_value(name)
+        && prefix.is_none_or(|p| meta::check_dns_subdomain(p).is_ok())
+}
+
+/// Labels, annotations and owner references as the real server validates them.
+fn validate_metadata(obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let invalid = |field: String, message: String| Cause {
+        reason: "FieldValueInvalid".into(),
+        message,
+        field,
+    };
+    if let Some(labels) = obj.pointer("/metadata/labels").and_then(Value::as_object) {
+        for (k, v) in labels {
+            if !is_qualified_name(k) {
+                causes.push(invalid("metadata.labels".into(), format!("Invalid value: {k:?}: name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character")));
+            }
+            match v.as_str() {
+                Some(s) if is_label_value(s) => {}
+                _ => causes.push(invalid("metadata.labels".into(), format!("Invalid value: {v}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"))),
+            }
+        }
+    }
+    if let Some(ann) = obj
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+    {
+        let mut total = 0usize;
+        for (k, v) in ann {
+            total += k.len() + v.as_str().map_or(0, str::len);
+            if !is_qualified_name(k) {
+                causes.push(invalid("metadata.annotations".into(), format!("Invalid value: {k:?}: name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character")));
+            }
+            if !v.is_string() {
+                causes.push(invalid(
+                    "metadata.annotations".into(),
+                    format!("Invalid value: {v}: annotation values must be strings"),
+                ));
+            }
+        }
+        if total > 256 * 1024 {
+            causes.push(Cause {
+                reason: "FieldValueTooLong".into(),
+                message: "Too long: must have at most 262144 bytes".into(),
+                field: "metadata.annotations".into(),
+            });
+        }
+    }
+    for (i, r) in obj
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        for f in ["apiVersion", "kind", "name", "uid"] {
+            if r.get(f).and_then(Value::as_str).is_none_or(str::is_empty) {
+                causes.push(Cause {
+                    reason: "FieldValueRequired".into(),
+                    message: "Required value".into(),
+                    field: format!("metadata.ownerReferences[{i}].{f}"),
+                });
+            }
+        }
+    }
+    causes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_validation() {
+        let ok = json!({"metadata": {"labels": {"kredis.io/shard": "0", "a": ""}, "annotations": {"prometheus.io/port": "9121"}}});
+        assert!(validate_metadata(&ok).is_empty());
+        let bad = json!({"metadata": {"labels": {"a": "has space", "Bad Key": "x", "long": "x".repeat(64)}, "ownerReferences": [{"kind": "X"}]}});
+        let fields: Vec<String> = validate_metadata(&bad)
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        assert_eq!(fields.iter().filter(|f| *f == "metadata.labels").count(), 3);
+        assert!(fields.contains(&"metadata.ownerReferences[0].uid".to_string()));
+    }
 }
