@@ -314,6 +314,22 @@ async fn killed_process_restarts_and_deleted_node_takes_its_pods() {
     .await;
     let new_pid = pid_of(&p).unwrap();
     assert!(alive(new_pid));
+    // kubectl describe shows what happened.
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let reasons: Vec<String> = events
+        .list(&ListParams::default().fields("involvedObject.name=r"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    for want in ["Scheduled", "Started", "BackOff"] {
+        assert!(
+            reasons.iter().any(|r| r == want),
+            "{want} missing from {reasons:?}"
+        );
+    }
 
     // restartPolicy Never: exit codes decide Succeeded or Failed.
     let once = |name: &str, cmd: &str| {

@@ -496,6 +496,7 @@ async fn pod_worker(sh: Shared, mut rx: watch::Receiver<Option<Arc<Value>>>) {
             if planned {
                 step(
                     &sh,
+                    &pod,
                     &policy,
                     &pod_ip,
                     &mut inits,
@@ -529,6 +530,7 @@ async fn pod_worker(sh: Shared, mut rx: watch::Receiver<Option<Arc<Value>>>) {
 /// One pass: reap, restart, start, probe.
 async fn step(
     sh: &Shared,
+    pod: &Value,
     policy: &str,
     pod_ip: &str,
     inits: &mut [Rt],
@@ -568,6 +570,17 @@ async fn step(
             let code = t["exitCode"].as_i64().unwrap_or(1);
             tracing::info!(container = %rt.name, exit_code = code, "container exited");
             if restart_wanted(policy, code) {
+                event(
+                    sh,
+                    pod,
+                    "Warning",
+                    "BackOff",
+                    &format!(
+                        "Back-off restarting failed container {} in pod {}",
+                        rt.name,
+                        meta::name(pod)
+                    ),
+                );
                 rt.last_state = Some(t);
                 rt.restarts += 1;
                 rt.backoff_until = Some(now + rt.backoff);
@@ -583,6 +596,15 @@ async fn step(
             && rt.backoff_until.is_none_or(|b| now >= b)
         {
             rt.start(&sh.processes);
+            if rt.proc.is_some() {
+                event(
+                    sh,
+                    pod,
+                    "Normal",
+                    "Started",
+                    &format!("Started container {}", rt.name),
+                );
+            }
         }
         let Some(launch) = rt.launch.as_ref().ok().cloned() else {
             continue;
@@ -604,6 +626,15 @@ async fn step(
                 } else {
                     rt.ready_streak = (0, rt.ready_streak.1 + 1);
                     if rt.ready_streak.1 >= t.failure {
+                        if rt.ready {
+                            event(
+                                sh,
+                                pod,
+                                "Warning",
+                                "Unhealthy",
+                                &format!("Readiness probe failed for container {}", rt.name),
+                            );
+                        }
                         rt.ready = false;
                     }
                 }
@@ -620,6 +651,16 @@ async fn step(
                     rt.live_fails += 1;
                     if rt.live_fails >= t.failure {
                         tracing::info!(container = %rt.name, "liveness probe failed: killing the container");
+                        event(
+                            sh,
+                            pod,
+                            "Warning",
+                            "Unhealthy",
+                            &format!(
+                                "Liveness probe failed; container {} will be restarted",
+                                rt.name
+                            ),
+                        );
                         if let Some(pr) = &rt.proc {
                             signal_group(pr.pgid, Signal::SIGKILL);
                         }
@@ -629,6 +670,13 @@ async fn step(
             }
         }
     }
+}
+
+fn event(sh: &Shared, pod: &Value, type_: &str, reason: &str, message: &str) {
+    let mut pod = pod.clone();
+    pod["apiVersion"] = json!("v1");
+    pod["kind"] = json!("Pod");
+    super::scheduler::emit_event_from(&sh.store, &pod, type_, reason, message, "kubelet");
 }
 
 /// Graceful termination: preStop hooks, SIGTERM, wait for the grace period, SIGKILL.

@@ -204,6 +204,13 @@ fn schedule_all(store: &Store, reported: &mut HashSet<(String, String)>) {
                 match res {
                     Ok(bound) => {
                         tracing::info!(pod = %pod_name, namespace = %ns, node = %node, "scheduled");
+                        emit_event(
+                            store,
+                            &bound,
+                            "Normal",
+                            "Scheduled",
+                            &format!("Successfully assigned {ns}/{pod_name} to {node}"),
+                        );
                         placed.push((node, Arc::new(bound)));
                         reported.remove(&(ns, pod_name));
                     }
@@ -258,6 +265,18 @@ pub fn set_condition(obj: &mut Value, mut cond: Value) {
 
 /// Creates a core/v1 Event about an object.
 pub fn emit_event(store: &Store, obj: &Value, type_: &str, reason: &str, message: &str) {
+    emit_event_from(store, obj, type_, reason, message, "default-scheduler");
+}
+
+/// Creates a core/v1 Event about an object, reported by `component`.
+pub fn emit_event_from(
+    store: &Store,
+    obj: &Value,
+    type_: &str,
+    reason: &str,
+    message: &str,
+    component: &str,
+) {
     let Some(info) = store.registry.by_key("events") else {
         return;
     };
@@ -268,10 +287,10 @@ pub fn emit_event(store: &Store, obj: &Value, type_: &str, reason: &str, message
         "involvedObject": {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": meta::name(obj), "namespace": meta::namespace(obj), "uid": meta::uid(obj), "resourceVersion": meta::meta_str(obj, "resourceVersion")},
         "reason": reason, "message": message, "type": type_, "count": 1,
         "firstTimestamp": now, "lastTimestamp": now,
-        "source": {"component": "default-scheduler"}, "reportingComponent": "default-scheduler",
+        "source": {"component": component}, "reportingComponent": component,
     });
     let ns = meta::namespace(obj).to_owned();
-    let _ = store.create(&info, &ns, ev, &WriteOptions::internal("default-scheduler"));
+    let _ = store.create(&info, &ns, ev, &WriteOptions::internal(component));
 }
 
 /// Chooses a node or explains why none fits.
