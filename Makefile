@@ -12,7 +12,9 @@ deps:
 run: deps
 	$(CARGO) run --quiet -p kredis -- local --masters 3 --replicas 1
 
-## Format check, clippy with -D warnings, and every test.
+## Format check, clippy with -D warnings, and every test. Incremental compilation is off here:
+## CI builds from scratch anyway, and a stale incremental cache has produced link errors.
+test: export CARGO_INCREMENTAL = 0
 test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
