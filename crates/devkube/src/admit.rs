@@ -504,6 +504,24 @@ fn validate(info: &ResourceInfo, obj: &mut Value, _old: Option<&Value>) -> ApiRe
 }
 
 fn immutable(info: &ResourceInfo, old: &Value, new: &Value) -> ApiResult<()> {
+    if matches!(info.key().as_str(), "configmaps" | "secrets")
+        && old.get("immutable").and_then(Value::as_bool) == Some(true)
+    {
+        for field in ["data", "binaryData", "immutable"] {
+            if old.get(field) != new.get(field) {
+                return Err(ApiError::invalid(
+                    "",
+                    &info.kind,
+                    meta::name(old),
+                    vec![Cause {
+                        reason: "FieldValueForbidden".into(),
+                        message: "Forbidden: field is immutable when `immutable` is set".into(),
+                        field: field.into(),
+                    }],
+                ));
+            }
+        }
+    }
     if info.key() != "pods" {
         return Ok(());
     }

@@ -180,6 +180,18 @@ impl Store {
                 let _ = store.create(&ns_info, "", obj, &WriteOptions::internal("kube-apiserver"));
             }
         }
+        // The `kubernetes` service every cluster has (nothing routes through it here).
+        if let Some(svc_info) = store.registry.by_key("services") {
+            let svc = json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+                "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "targetPort": 6443}]}});
+            let _ = store.create(
+                &svc_info,
+                "default",
+                svc,
+                &WriteOptions::internal("kube-apiserver"),
+            );
+        }
         store
     }
 

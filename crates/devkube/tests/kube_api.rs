@@ -184,6 +184,23 @@ async fn crud_semantics_and_error_reasons() {
     .unwrap();
     assert!(cms.get_opt("a").await.unwrap().is_none());
 
+    // Immutable ConfigMaps refuse data changes.
+    let mut frozen = cm("frozen");
+    frozen.immutable = Some(true);
+    cms.create(&PostParams::default(), &frozen).await.unwrap();
+    let err = cms
+        .patch(
+            "frozen",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"k": "changed"}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.reason == "Invalid"),
+        "{err:?}"
+    );
+
     // Pod spec is immutable beyond images; strategic merge on pods merges containers by name.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox:1", "command": ["sleep", "1000"]}]}})).unwrap();
