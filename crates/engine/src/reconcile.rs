@@ -36,7 +36,7 @@ pub enum ConvergeError {
     Plan(#[from] PlanError),
     /// A plan failed (and was rolled back as far as possible).
     #[error("failed to execute a plan")]
-    Exec(#[from] ExecError),
+    Exec(#[source] Box<ExecError>),
     /// Plans kept coming without end.
     #[error(
         "failed to converge within {rounds} rounds; last plan: {last}; still wrong: {problems}"
@@ -52,6 +52,12 @@ pub enum ConvergeError {
     /// Nothing left to do, but the plan waits for something (e.g. too few members).
     #[error("waiting: {0}")]
     Waiting(String),
+}
+
+impl From<ExecError> for ConvergeError {
+    fn from(e: ExecError) -> Self {
+        ConvergeError::Exec(Box::new(e))
+    }
 }
 
 /// Runs observe -> plan -> execute until the plan is empty.

@@ -99,3 +99,29 @@ async fn master_restarted_without_nodes_conf_rejoins() {
     h.assert_topology(3, 1).await;
     assert!(h.missing_keys("m", 2000).await.is_empty());
 }
+
+/// A MEET to an address where nobody answers leaves a handshake entry; it is forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_handshake_is_forgotten() {
+    let h = Harness::start(3).await;
+    h.converge(3, 0).await;
+    let nobody = kredis_engine::local::free_port_pair().unwrap_or_else(|e| panic!("{e}"));
+    let c = h
+        .admin
+        .node(&h.addr(0))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    c.meet(
+        &kredis_engine::model::NodeAddr::new("127.0.0.1", nobody),
+        nobody + 10000,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        h.view().await.nodes.values().any(|n| n.handshake),
+        "no handshake entry to repair"
+    );
+    h.converge(3, 0).await;
+    let view = h.assert_topology(3, 0).await;
+    assert!(!view.nodes.values().any(|n| n.handshake));
+}

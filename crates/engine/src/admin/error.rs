@@ -16,7 +16,7 @@ pub enum AdminError {
         addr: NodeAddr,
         /// Cause.
         #[source]
-        source: RedisError,
+        source: Box<RedisError>,
     },
     /// The node rejected our credentials, or requires some.
     #[error("failed to authenticate to {addr}: wrong or missing password")]
@@ -25,7 +25,7 @@ pub enum AdminError {
         addr: NodeAddr,
         /// Cause.
         #[source]
-        source: RedisError,
+        source: Box<RedisError>,
     },
     /// The node runs without `cluster-enabled yes`.
     #[error("failed to use {addr}: the node is not cluster-enabled")]
@@ -52,7 +52,7 @@ pub enum AdminError {
         op: &'static str,
         /// Cause.
         #[source]
-        source: RedisError,
+        source: Box<RedisError>,
     },
     /// The reply did not parse.
     #[error("failed to parse the reply of {op} from {addr}")]
@@ -79,7 +79,9 @@ pub enum AdminError {
 
 impl AdminError {
     pub(crate) fn connect(addr: &NodeAddr, source: RedisError) -> Self {
-        if is_auth_error(&source) {
+        let auth = is_auth_error(&source);
+        let source = Box::new(source);
+        if auth {
             AdminError::Auth {
                 addr: addr.clone(),
                 source,
@@ -94,9 +96,11 @@ impl AdminError {
 
     pub(crate) fn command(addr: &NodeAddr, op: &'static str, source: RedisError) -> Self {
         let text = source.to_string();
+        let auth = is_auth_error(&source);
+        let source = Box::new(source);
         if text.contains("cluster support disabled") {
             AdminError::NotClusterEnabled { addr: addr.clone() }
-        } else if is_auth_error(&source) {
+        } else if auth {
             AdminError::Auth {
                 addr: addr.clone(),
                 source,

@@ -141,47 +141,44 @@ pub async fn replicate(ctx: &Ctx, node: &NodeRef, master: &NodeRef) -> Result<Un
 pub async fn detach(ctx: &Ctx, node: &NodeRef) -> Result<Undo, StepError> {
     let mut undo = Undo::Barrier;
     let mut live_id = None;
-    match ctx.entries(&node.addr).await {
-        Ok(entries) => {
-            // The node at the member's address, whatever its id now (an undo may run after a
-            // hard reset gave it a new one). The checks below keep any data safe.
-            let me = entries.iter().find(|e| e.flags.myself);
-            if let Some(me) = me {
-                live_id = Some(me.id.clone());
-                let client = ctx.client(&node.addr).await?;
-                if me.role() == Role::Master {
-                    let keys = client.dbsize().await?;
-                    if !me.slots.is_empty() || keys > 0 {
-                        return Err(StepError::Refused {
-                            node: node.addr.clone(),
-                            reason: format!(
-                                "it is a master with {} slots and {keys} keys",
-                                me.slots.len()
-                            ),
-                        });
-                    }
+    // Gone already (no answer): only the others' tables need cleaning.
+    if let Ok(entries) = ctx.entries(&node.addr).await {
+        // The node at the member's address, whatever its id now (an undo may run after a
+        // hard reset gave it a new one). The checks below keep any data safe.
+        let me = entries.iter().find(|e| e.flags.myself);
+        if let Some(me) = me {
+            live_id = Some(me.id.clone());
+            let client = ctx.client(&node.addr).await?;
+            if me.role() == Role::Master {
+                let keys = client.dbsize().await?;
+                if !me.slots.is_empty() || keys > 0 {
+                    return Err(StepError::Refused {
+                        node: node.addr.clone(),
+                        reason: format!(
+                            "it is a master with {} slots and {keys} keys",
+                            me.slots.len()
+                        ),
+                    });
                 }
-                if let (Role::Replica, Some(m)) = (me.role(), &me.master) {
-                    if let Some(mref) = find_ref(&ctx.scope, m) {
-                        undo = Undo::Steps(vec![
-                            Step::Meet {
-                                node: node.clone(),
-                                via: mref.clone(),
-                            },
-                            Step::Replicate {
-                                node: node.clone(),
-                                master: mref.clone(),
-                            },
-                        ]);
-                    }
-                }
-                // HARD: the node leaves with a new id. Its old id sits in every other node's
-                // 60 s FORGET blacklist, so rejoining under it would be refused by gossip.
-                client.reset(true).await?;
             }
+            if let (Role::Replica, Some(m)) = (me.role(), &me.master) {
+                if let Some(mref) = find_ref(&ctx.scope, m) {
+                    undo = Undo::Steps(vec![
+                        Step::Meet {
+                            node: node.clone(),
+                            via: mref.clone(),
+                        },
+                        Step::Replicate {
+                            node: node.clone(),
+                            master: mref.clone(),
+                        },
+                    ]);
+                }
+            }
+            // HARD: the node leaves with a new id. Its old id sits in every other node's
+            // 60 s FORGET blacklist, so rejoining under it would be refused by gossip.
+            client.reset(true).await?;
         }
-        // Gone already: only the others' tables need cleaning.
-        Err(_) => {}
     }
     forget::everywhere(ctx, &node.id, Some(&node.addr)).await?;
     if let Some(live) = live_id.filter(|l| l != &node.id) {

@@ -7,6 +7,7 @@
 //!   exists on both is a conflict and is reported, never overwritten or deleted;
 //! - no owner at all: the node with the most keys claims it with a bumped epoch;
 //! - finally every master's marker for the slot is cleared.
+//!
 //! Touches the network.
 
 use tracing::info;

@@ -33,8 +33,7 @@ pub fn balanced_targets(
     let total = usize::from(SLOT_COUNT);
     let floor = total / n;
     let mut extra = total % n;
-    let mut order: Vec<(usize, &NodeId)> =
-        masters.iter().enumerate().map(|(i, id)| (i, id)).collect();
+    let mut order: Vec<(usize, &NodeId)> = masters.iter().enumerate().collect();
     // Most slots first, then priority order: they keep the +1.
     order.sort_by_key(|(i, id)| {
         (
