@@ -280,12 +280,25 @@ async fn selectors_pagination_tables_and_metadata() {
         }
     }
     assert_eq!(seen.len(), 7);
+    // A continue token from before a compaction has expired (410), as with etcd.
+    let first = cms.list(&ListParams::default().limit(3)).await.unwrap();
+    cms.create(&PostParams::default(), &cm("later"))
+        .await
+        .unwrap();
+    h.cluster.compact();
+    let token = first.metadata.continue_.unwrap();
+    let err = cms
+        .list(&ListParams::default().limit(3).continue_token(&token))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 410 && s.reason == "Expired"),
+        "{err:?}"
+    );
 
-    let meta_api: Api<kube::core::PartialObjectMeta<ConfigMap>> =
-        Api::namespaced(client.clone(), "default");
-    let _ = meta_api;
     let metas = cms.list_metadata(&ListParams::default()).await.unwrap();
-    assert_eq!(metas.items.len(), 7);
+    assert_eq!(metas.items.len(), 8);
+    assert!(metas.items.iter().all(|m| m.metadata.name.is_some()));
 
     // Table for kubectl-style printing with CRD printer columns.
     install_crd(&client).await;

@@ -186,6 +186,10 @@ fn list(state: &AppState, r: &Req, t: &Target<'_>) -> ApiResult<Response> {
     let (list_rv, after) = match r.q("continue").filter(|c| !c.is_empty()) {
         Some(c) => {
             let (crv, ns, name) = decode_continue(c)?;
+            // Like etcd-backed lists: a token from before a compaction has expired.
+            if state.store.check_watch_rv(crv).is_err() {
+                return Err(ApiError::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list."));
+            }
             (crv, Some((ns, name)))
         }
         None => (rv, None),
