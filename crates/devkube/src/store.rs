@@ -522,8 +522,8 @@ impl Store {
             m.insert("finalizers".into(), Value::Array(finalizers));
         }
         if !already {
-            let when =
-                std::time::SystemTime::now() + std::time::Duration::from_secs(grace.max(0) as u64);
+            let when = std::time::SystemTime::now()
+                + std::time::Duration::from_secs(grace.clamp(0, 86_400) as u64);
             m.insert("deletionTimestamp".into(), json!(meta::rfc3339(when)));
         }
         let old_grace = m.get("deletionGracePeriodSeconds").and_then(Value::as_i64);

@@ -283,7 +283,7 @@ pub fn jsonpath(obj: &Value, path: &str) -> Vec<Value> {
         }
         let mut rest = filters;
         while let Some(end) = rest.find(']') {
-            let inner = &rest[1..end];
+            let inner = rest.get(1..end).unwrap_or("");
             rest = &rest[end + 1..];
             cur = cur
                 .into_iter()

@@ -750,6 +750,32 @@ async fn bad_input_gets_the_real_status_codes() {
         .await,
         (400, "BadRequest".into())
     );
+    // A huge grace period and a path-like container name are refused or clamped, not fatal.
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = r#"{"metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"busybox"}]}}"#;
+    assert_eq!(send("POST", pods, "application/json", pod).await.0, 200);
+    assert_eq!(
+        send(
+            "GET",
+            &format!("{pods}/p/log?container=..%2F..%2Fetc%2Fpasswd"),
+            "application/json",
+            ""
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        send(
+            "DELETE",
+            &format!("{pods}/p?gracePeriodSeconds=9223372036854775807"),
+            "application/json",
+            ""
+        )
+        .await
+        .0,
+        200
+    );
     // The server is still fine.
     assert_eq!(send("GET", cms, "application/json", "").await.0, 200);
 }

@@ -535,6 +535,20 @@ fn pod_log(state: &AppState, r: &Req, t: &Target<'_>) -> ApiResult<Response> {
             .unwrap_or("")
             .to_owned(),
     };
+    // Only this pod's containers: the name becomes part of a file path.
+    let known = ["containers", "initContainers"].iter().any(|list| {
+        pod.pointer(&format!("/spec/{list}"))
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.get("name").and_then(Value::as_str) == Some(container.as_str()))
+            })
+    });
+    if !known {
+        return Err(ApiError::bad_request(format!(
+            "container {container} is not valid for pod {name}"
+        )));
+    }
     let dir = state
         .config
         .state_dir

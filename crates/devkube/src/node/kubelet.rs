@@ -30,6 +30,8 @@ use crate::store::{DeleteOptions, Store, WriteOptions};
 const TICK: Duration = Duration::from_millis(200);
 /// First crash back-off (the real kubelet starts at 10s; dev mode favours fast feedback).
 const BACKOFF_START: Duration = Duration::from_secs(1);
+/// Longest honoured grace period (user input must not overflow Instant arithmetic).
+const MAX_GRACE_SECONDS: i64 = 86_400;
 /// Longest crash back-off.
 const BACKOFF_MAX: Duration = Duration::from_secs(20);
 
@@ -712,7 +714,7 @@ async fn terminate(
         .pointer("/metadata/deletionGracePeriodSeconds")
         .and_then(Value::as_i64)
         .unwrap_or(30)
-        .max(0) as u64;
+        .clamp(0, MAX_GRACE_SECONDS) as u64;
     let deadline = Instant::now() + Duration::from_secs(grace);
     tracing::info!(grace, "terminating pod");
     let hooks = mains

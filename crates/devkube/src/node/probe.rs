@@ -28,8 +28,10 @@ pub struct Timing {
 impl Timing {
     /// Reads a probe's timing fields.
     pub fn of(p: &Value) -> Self {
-        let secs =
-            |k: &str, d: u64| Duration::from_secs(p.get(k).and_then(Value::as_u64).unwrap_or(d));
+        // Clamped to a day: user input must not overflow Instant arithmetic.
+        let secs = |k: &str, d: u64| {
+            Duration::from_secs(p.get(k).and_then(Value::as_u64).unwrap_or(d).min(86_400))
+        };
         Self {
             initial_delay: secs("initialDelaySeconds", 0),
             period: secs("periodSeconds", 10).max(Duration::from_secs(1)),
