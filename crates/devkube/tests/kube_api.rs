@@ -567,6 +567,25 @@ async fn watches_selectors_bookmarks_compaction_and_timeouts() {
     })
     .await;
     task.abort();
+
+    // Streaming lists (sendInitialEvents + initial-events-end bookmark) and metadata watches.
+    let cfg = kube::runtime::watcher::Config::default().streaming_lists();
+    let (reader, writer) = kube::runtime::reflector::store();
+    let rf = kube::runtime::reflector(writer, kube::runtime::watcher(cms.clone(), cfg));
+    let streaming = tokio::spawn(rf.for_each(|_| async {}));
+    let (meta_reader, meta_writer) = kube::runtime::reflector::store();
+    let mf = kube::runtime::reflector(
+        meta_writer,
+        kube::runtime::metadata_watcher(cms.clone(), Default::default()),
+    );
+    let meta_task = tokio::spawn(mf.for_each(|_| async {}));
+    eventually("streaming and metadata reflectors", WAIT, || {
+        let (a, b) = (reader.state().len(), meta_reader.state().len());
+        async move { (a == 6 && b == 6).then_some(()) }
+    })
+    .await;
+    streaming.abort();
+    meta_task.abort();
 }
 
 #[tokio::test]
