@@ -576,7 +576,10 @@ async fn watches_selectors_bookmarks_compaction_and_timeouts() {
     let (meta_reader, meta_writer) = kube::runtime::reflector::store();
     let mf = kube::runtime::reflector(
         meta_writer,
-        kube::runtime::metadata_watcher(cms.clone(), Default::default()),
+        kube::runtime::watcher(
+            Api::<kube::core::PartialObjectMeta<ConfigMap>>::namespaced(client.clone(), "default"),
+            Default::default(),
+        ),
     );
     let meta_task = tokio::spawn(mf.for_each(|_| async {}));
     eventually("streaming and metadata reflectors", WAIT, || {
