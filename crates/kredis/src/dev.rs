@@ -14,11 +14,9 @@ use kredis_devkube::{DevCluster, DevClusterOptions};
 /// is kept in memory: stopping `kredis dev` discards every object and stops every process.
 #[derive(Debug, clap::Args)]
 #[command(
-    long_about = "Run the development control plane in the foreground: a Kubernetes API server \
-emulator on 127.0.0.1 plus worker nodes (dev-node-1..N, addresses 127.1.0.<i>) whose kubelets \
-run pods as local processes. Writes DIR/kubeconfig for kubectl and clients.\n\n\
-State is in memory only: stopping (Ctrl-C, SIGTERM) stops every process it started and \
-discards all objects."
+    after_help = "State is in memory only: stopping kredis dev (Ctrl-C, SIGTERM) stops every \
+process it started and discards all objects. Nodes are dev-node-1..N at 127.1.0.<i>; pods get \
+127.1.<i>.<n> and run as local processes."
 )]
 pub struct DevArgs {
     /// State directory: kubeconfig, per-pod directories and container logs (not objects: those
