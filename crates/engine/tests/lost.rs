@@ -16,14 +16,14 @@ async fn pitfall_6_lost_shard_recovered_with_higher_epoch() {
     h.converge(3, 0).await;
     h.write_keys("l", 3000).await;
     let victim = h.master_indexes().await[0];
-    let lost_slots = h
-        .view()
-        .await
+    let before = h.view().await;
+    let dead = before
         .nodes
         .values()
         .find(|n| n.addr.as_ref() == Some(&h.addr(victim)))
-        .map(|n| n.slots.clone())
-        .unwrap_or_default();
+        .cloned()
+        .unwrap_or_else(|| panic!("victim not in view"));
+    let lost_slots = dead.slots.clone();
     h.remove(victim).await;
     h.add_node().await;
     h.converge(3, 0).await;
@@ -33,16 +33,12 @@ async fn pitfall_6_lost_shard_recovered_with_higher_epoch() {
         .values()
         .find(|n| n.slots == lost_slots)
         .unwrap_or_else(|| panic!("lost slots not served as one shard"));
-    let max_other = view
-        .nodes
-        .values()
-        .filter(|n| n.id != new.id)
-        .map(|n| n.config_epoch)
-        .max()
-        .unwrap_or(0);
+    // Its claim must beat any stale gossip about the dead owner.
     assert!(
-        new.config_epoch > max_other,
-        "the rebuilt shard must win with a higher epoch"
+        new.config_epoch > dead.config_epoch,
+        "the rebuilt shard must win with a higher epoch than the dead owner's ({} <= {})",
+        new.config_epoch,
+        dead.config_epoch
     );
     // Keys of the surviving shards are all there; the lost shard's are gone (no copy existed).
     let missing = h.missing_keys("l", 3000).await;

@@ -105,7 +105,7 @@ async fn check_mixed(addr: &NodeAddr, n: usize) {
 
 fn cluster_client(addr: &NodeAddr) -> redis::cluster::ClusterClient {
     redis::cluster::ClusterClientBuilder::new(vec![format!("redis://{}:{}", addr.host, addr.port)])
-        .password(PASSWORD.to_owned())
+        .password(PASSWORD)
         .build()
         .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -287,4 +287,43 @@ async fn interrupted_migrations_resume_without_loss() {
             );
         }
     }
+}
+
+/// With members pinned to shards (as the operator labels pods), removing a shard drains its
+/// master, then detaches and releases every member of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_shard_removed_is_drained_and_released() {
+    let mut h = Harness::start(4).await;
+    let pinned = |h: &Harness| {
+        h.members()
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut m)| {
+                m.shard = Some(i);
+                m
+            })
+            .collect::<Vec<_>>()
+    };
+    h.converge_members(
+        Desired {
+            masters: 4,
+            replicas_per_master: 0,
+        },
+        &pinned(&h),
+    )
+    .await;
+    h.write_keys("pin", 5000).await;
+    let report = h
+        .converge_members(
+            Desired {
+                masters: 3,
+                replicas_per_master: 0,
+            },
+            &pinned(&h),
+        )
+        .await;
+    assert_eq!(report.released, vec!["n3".to_owned()]);
+    h.remove(3).await;
+    h.assert_topology(3, 0).await;
+    assert!(h.missing_keys("pin", 5000).await.is_empty());
 }

@@ -113,7 +113,7 @@ impl Setup {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let mut total = 0;
-        for (_, obs) in &view.observed {
+        for obs in view.observed.values() {
             let n = self
                 .h
                 .admin

@@ -132,11 +132,24 @@ pub async fn recover(
             warn!(slots = %empty, "slots lost with every copy; left uncovered by policy");
         }
     }
+    let cluster_epoch = view.max_epoch();
     for (id, set) in by_node {
         let Some(addr) = view.observed.get(&id).map(|o| o.addr.clone()) else {
             continue;
         };
         let client = ctx.client(&addr).await?;
+        // BUMPEPOCH gives currentEpoch + 1: above every other node's only once this node has
+        // learned the cluster's current epoch through gossip.
+        ctx.poll(
+            &format!("{addr} to learn the cluster's epoch"),
+            ctx.options.meet_timeout,
+            || async {
+                let info = client.cluster_info().await?;
+                Ok((info.current_epoch < cluster_epoch)
+                    .then(|| format!("current epoch {} < {cluster_epoch}", info.current_epoch)))
+            },
+        )
+        .await?;
         client.bump_epoch().await?;
         for range in set.ranges() {
             if let Err(e) = client.add_slots(&[range]).await {

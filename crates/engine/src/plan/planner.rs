@@ -6,9 +6,10 @@
 //! 3. promote replicas of lost or terminating masters, confirmed before anything is
 //!    forgotten (PITFALLS 1, 9-12, 15);
 //! 4. forget ids no member backs any more, on every node (PITFALLS 2, 3, 8);
-//! 5. serve slots whose every copy is gone, by policy (PITFALLS 6);
-//! 6. bootstrap slots of a brand-new cluster (only when no node holds any key: PITFALLS 32);
-//! 7. MEET joining nodes, then REPLICATE with explicit master ids (PITFALLS 7);
+//! 5. bootstrap slots of a brand-new cluster (only when no node holds any key: PITFALLS 32);
+//! 6. MEET joining nodes, then REPLICATE with explicit master ids (PITFALLS 7);
+//! 7. serve slots whose every copy is gone, by policy, from a node that has joined
+//!    (PITFALLS 6);
 //! 8. when the cluster is otherwise converged: move slots to balance, drain removed shards
 //!    (PITFALLS 18, 22-25), and detach surplus nodes;
 //! 9. wait for convergence.
@@ -133,7 +134,7 @@ impl<'a> Planner<'a> {
         let masters = self.choose_masters();
         let (promotions, master_of_shard, lost) =
             (masters.promotions, masters.master_of_shard, masters.lost);
-        let forgets = self.forgets(&master_of_shard);
+        let forgets = self.forgets();
         let recover = self.recover_lost(&lost, &master_of_shard);
         let boot = if bootstrap {
             self.bootstrap_slots(&master_of_shard)
@@ -148,9 +149,11 @@ impl<'a> Planner<'a> {
         steps.extend(fixes);
         steps.extend(promotions);
         steps.extend(forgets);
-        steps.extend(recover);
         steps.extend(boot);
         steps.extend(joins);
+        // After the joins: the node taking lost slots must know the cluster's current epoch so
+        // its bumped epoch is above every other (PITFALLS 6).
+        steps.extend(recover);
         steps.extend(self.partial_join_meets());
         // PITFALLS 18: slots move only in a stable cluster; otherwise the next plan does it.
         let converged = self.staying_view().is_converged();
@@ -730,7 +733,7 @@ impl<'a> Planner<'a> {
 
     /// Ids to forget: nodes no eligible member backs, that are not reachable anywhere
     /// (PITFALLS 3: the caller says the process is gone), plus stuck handshakes.
-    fn forgets(&self, _master_of_shard: &BTreeMap<usize, usize>) -> Vec<Step> {
+    fn forgets(&self) -> Vec<Step> {
         let mut out = Vec::new();
         for (id, node) in &self.view.nodes {
             if self.member_of(id).is_some() || node.reachable {
@@ -870,6 +873,22 @@ impl<'a> Planner<'a> {
             let Some(master) = self.resolved[mi].node_ref() else {
                 continue;
             };
+            let drained = self.node(&master.id).is_none_or(|n| n.slots.is_empty());
+            if removed_shard && drained {
+                // A removed shard whose master serves nothing (drained, or never filled):
+                // detach its replicas, then its master (PITFALLS 23), and release them all.
+                let mut order: Vec<usize> = members.iter().copied().filter(|&i| i != mi).collect();
+                order.push(mi);
+                for i in order {
+                    if let (true, Some(node)) = (self.in_cluster(i), self.resolved[i].node_ref()) {
+                        surplus.push(Step::Detach { node });
+                    }
+                    self.plan
+                        .released
+                        .push(self.resolved[i].member.name.clone());
+                }
+                continue;
+            }
             if let Some(v) = &via {
                 if !self.in_cluster(mi) && v.id != master.id {
                     meets.push(Step::Meet {
