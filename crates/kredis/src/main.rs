@@ -2,6 +2,7 @@
 //! errors to exit codes.
 #![forbid(unsafe_code)]
 
+mod crd;
 mod dev;
 mod local;
 
@@ -24,6 +25,8 @@ enum Command {
     Local(local::LocalArgs),
     /// Run the development control plane (a small Kubernetes with real redis-server processes).
     Dev(dev::DevArgs),
+    /// Print the KRedis CustomResourceDefinition as YAML.
+    Crd,
 }
 
 fn init_tracing() {
@@ -37,6 +40,10 @@ fn init_tracing() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // No runtime and no logging: the output is meant to be redirected into deploy/crd.yaml.
+    if let Command::Crd = cli.command {
+        return exit_code(crd::run());
+    }
     init_tracing();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -49,8 +56,13 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Local(args) => local::run(args).await,
             Command::Dev(args) => dev::run(args).await,
+            Command::Crd => crd::run(),
         }
     });
+    exit_code(result)
+}
+
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
