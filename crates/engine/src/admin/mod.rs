@@ -137,35 +137,7 @@ impl NodeClient {
     /// Connects (and authenticates) within the connect timeout.
     #[instrument(level = "debug", skip(config), fields(node = %addr))]
     pub async fn connect(addr: &NodeAddr, config: Arc<AdminConfig>) -> Result<Self, AdminError> {
-        let mut redis_info = RedisConnectionInfo::default().set_skip_set_lib_name();
-        if let Some(user) = &config.credentials.username {
-            redis_info = redis_info.set_username(user);
-        }
-        if let Some(pw) = &config.credentials.password {
-            redis_info = redis_info.set_password(pw);
-        }
-        let info = ConnectionAddr::Tcp(addr.host.clone(), addr.port)
-            .into_connection_info()
-            .map_err(|source| AdminError::connect(addr, source))?
-            .set_redis_settings(redis_info);
-        let client =
-            redis::Client::open(info).map_err(|source| AdminError::connect(addr, source))?;
-        let conn_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            // Per-command bounds are applied by `run`, which knows each command's budget.
-            .set_response_timeout(None);
-        let fut = client.get_multiplexed_async_connection_with_config(&conn_config);
-        let conn = match tokio::time::timeout(config.connect_timeout, fut).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(source)) => return Err(AdminError::connect(addr, source)),
-            Err(_) => {
-                return Err(AdminError::Timeout {
-                    addr: addr.clone(),
-                    op: "connect",
-                    after: config.connect_timeout,
-                })
-            }
-        };
+        let conn = open_connection(addr, &config).await?;
         Ok(NodeClient {
             addr: addr.clone(),
             conn,
@@ -498,6 +470,39 @@ impl NodeClient {
 
     async fn ok(&self, op: &'static str, cmd: Cmd) -> Result<(), AdminError> {
         self.run::<redis::Value>(op, cmd).await.map(drop)
+    }
+}
+
+/// Opens a multiplexed connection to `addr` and authenticates, within the connect timeout.
+/// Responses carry no timeout of their own: callers bound each command (see `run_for`).
+pub(crate) async fn open_connection(
+    addr: &NodeAddr,
+    config: &AdminConfig,
+) -> Result<MultiplexedConnection, AdminError> {
+    let mut redis_info = RedisConnectionInfo::default().set_skip_set_lib_name();
+    if let Some(user) = &config.credentials.username {
+        redis_info = redis_info.set_username(user);
+    }
+    if let Some(pw) = &config.credentials.password {
+        redis_info = redis_info.set_password(pw);
+    }
+    let info = ConnectionAddr::Tcp(addr.host.clone(), addr.port)
+        .into_connection_info()
+        .map_err(|source| AdminError::connect(addr, source))?
+        .set_redis_settings(redis_info);
+    let client = redis::Client::open(info).map_err(|source| AdminError::connect(addr, source))?;
+    let conn_config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(None);
+    let fut = client.get_multiplexed_async_connection_with_config(&conn_config);
+    match tokio::time::timeout(config.connect_timeout, fut).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(source)) => Err(AdminError::connect(addr, source)),
+        Err(_) => Err(AdminError::Timeout {
+            addr: addr.clone(),
+            op: "connect",
+            after: config.connect_timeout,
+        }),
     }
 }
 

@@ -16,10 +16,7 @@ use std::time::Duration;
 use futures::future::{join_all, try_join_all};
 use futures::stream::{self, TryStreamExt};
 use redis::aio::MultiplexedConnection;
-use redis::{
-    AsyncConnectionConfig, Cmd, ConnectionAddr, FromRedisValue, IntoConnectionInfo,
-    RedisConnectionInfo,
-};
+use redis::{Cmd, FromRedisValue};
 use tokio::sync::Semaphore;
 use tracing::{debug, instrument, warn};
 
@@ -381,34 +378,7 @@ struct Pipe {
 impl Pipe {
     /// Connects and authenticates like [`NodeClient::connect`].
     async fn connect(config: &AdminConfig, addr: &NodeAddr) -> Result<Pipe, AdminError> {
-        let mut redis_info = RedisConnectionInfo::default().set_skip_set_lib_name();
-        if let Some(user) = &config.credentials.username {
-            redis_info = redis_info.set_username(user);
-        }
-        if let Some(pw) = &config.credentials.password {
-            redis_info = redis_info.set_password(pw);
-        }
-        let info = ConnectionAddr::Tcp(addr.host.clone(), addr.port)
-            .into_connection_info()
-            .map_err(|source| AdminError::connect(addr, source))?
-            .set_redis_settings(redis_info);
-        let client =
-            redis::Client::open(info).map_err(|source| AdminError::connect(addr, source))?;
-        let conn_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(None);
-        let fut = client.get_multiplexed_async_connection_with_config(&conn_config);
-        let conn = match tokio::time::timeout(config.connect_timeout, fut).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(source)) => return Err(AdminError::connect(addr, source)),
-            Err(_) => {
-                return Err(AdminError::Timeout {
-                    addr: addr.clone(),
-                    op: "connect",
-                    after: config.connect_timeout,
-                })
-            }
-        };
+        let conn = crate::admin::open_connection(addr, config).await?;
         Ok(Pipe {
             addr: addr.clone(),
             conn,
