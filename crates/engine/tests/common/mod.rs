@@ -243,12 +243,8 @@ impl Harness {
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
             for chunk in keys.chunks(1000) {
-                let mut cmd = redis::cmd("MSET");
-                for &i in chunk {
-                    // MSET across slots is refused in cluster mode; use one SET per key in a pipeline instead.
-                    let _ = &mut cmd;
-                    let _ = i;
-                }
+                // One SET per key, all in flight on the multiplexed connection: MSET would be
+                // refused across slots in cluster mode.
                 let futs = chunk.iter().map(|&i| {
                     let mut set = redis::cmd("SET");
                     set.arg(format!("{prefix}:{i}")).arg(format!("value:{i}"));
