@@ -7,10 +7,11 @@ CARGO ?= cargo
 deps:
 	@./scripts/install-deps.sh
 
-## Start a local 3-master x 1-replica Redis Cluster (real redis-server processes) and print
-## how to connect. Ctrl-C stops everything.
+## Start `kredis dev` (a small Kubernetes on this machine) with the operator in-process and
+## apply examples/kredis.yaml (3 masters x 1 replica); prints kubectl and redis-cli commands
+## once the cluster is Ready. Ctrl-C stops everything.
 run: deps
-	$(CARGO) run --quiet -p kredis -- local --masters 3 --replicas 1
+	$(CARGO) run --quiet -p kredis -- dev --example
 
 ## Format check, clippy with -D warnings, and every test. Incremental compilation is off here:
 ## CI builds from scratch anyway, and a stale incremental cache has produced link errors.

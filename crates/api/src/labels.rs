@@ -14,6 +14,9 @@ pub const SHARD: &str = "kredis.io/shard";
 pub const INDEX: &str = "kredis.io/index";
 /// `kredis.io/node-id`: the Redis node id, set once the node has one.
 pub const NODE_ID: &str = "kredis.io/node-id";
+/// `kredis.io/role`: `master` or `replica`, kept equal to the live cluster's word by the
+/// operator (for Services and humans; the operator never reads roles from labels).
+pub const ROLE: &str = "kredis.io/role";
 /// `app.kubernetes.io/managed-by`: value [`MANAGED_BY`].
 pub const MANAGED_BY_KEY: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_KEY`].

@@ -5,6 +5,8 @@
 mod crd;
 mod dev;
 mod local;
+mod operator;
+mod signal;
 
 use std::process::ExitCode;
 
@@ -27,6 +29,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// Print the KRedis CustomResourceDefinition as YAML.
     Crd,
+    /// Run the kredis operator (controller + HTTP API) against a Kubernetes API server.
+    Operator(operator::OperatorArgs),
 }
 
 fn init_tracing() {
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Local(args) => local::run(args).await,
             Command::Dev(args) => dev::run(args).await,
+            Command::Operator(args) => operator::run(args).await,
             Command::Crd => crd::run(),
         }
     });

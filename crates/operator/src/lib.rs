@@ -1,5 +1,28 @@
 //! The kredis controller: observe pods + Redis -> engine plan -> execute -> status/events.
 //!
-//! Not built yet (see the operator issue); the crate exists so the layout and dependency
-//! direction are visible: it depends on `kredis-api` and `kredis-engine`, never the reverse.
+//! Modules by reconcile step (each opens with its contract and whether it touches the network):
+//! - [`topology`] (pure): pods -> engine members, which pods to create or delete;
+//! - [`pod`] (pure): the pod of one Redis node;
+//! - [`status`] (pure): the KRedis status from pods and the engine's view;
+//! - [`auth`] (API server): the password Secret;
+//! - [`hook`] (API server, Events): the engine step hook (deletion stop, progress, Events);
+//! - [`reconcile`] (API server + Redis): one pass, observe -> validate -> plan -> execute -> report;
+//! - [`controller`]: the kube-runtime Controller and the HTTP API, until shutdown;
+//! - [`http`], [`metrics`]: the read-only API and Prometheus metrics.
 #![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod context;
+pub mod controller;
+pub mod error;
+pub mod hook;
+pub mod http;
+pub mod metrics;
+pub mod pod;
+pub mod reconcile;
+pub mod status;
+pub mod topology;
+
+pub use context::OperatorConfig;
+pub use controller::{run, RunError, RunOptions};
+pub use error::Error;

@@ -1,0 +1,489 @@
+//! Pod builder: one Redis node's pod, built purely from a [`ValidatedCluster`], a pod index
+//! and a shard (DESIGN.md "Pods"). No network.
+//!
+//! A pod is one Redis node for its whole life (`restartPolicy: Never`, `nodes.conf` in an
+//! emptyDir): a restarted empty master that kept its id would wipe its replicas (PITFALLS 13).
+//! Everything Redis is told comes from arguments, so the pod needs no ConfigMap and the
+//! operator can see what shaped it from the pod alone.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
+    LifecycleHandler, ObjectFieldSelector, Pod, PodAffinityTerm, PodAntiAffinity, PodSpec, Probe,
+    SecretKeySelector, TCPSocketAction, Volume, VolumeMount, WeightedPodAffinityTerm,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kredis_api::{labels, AuthMode, NodePorts, ValidatedCluster};
+
+/// Name of the Redis container.
+pub const REDIS_CONTAINER: &str = "redis";
+/// Name of the exporter container.
+pub const EXPORTER_CONTAINER: &str = "exporter";
+/// Container port names; the operator reads a pod's ports back from them.
+pub const CLIENT_PORT_NAME: &str = "redis";
+/// Cluster bus port name.
+pub const BUS_PORT_NAME: &str = "bus";
+/// Exporter port name.
+pub const EXPORTER_PORT_NAME: &str = "metrics";
+/// Annotation holding [`spec_hash`] of the inputs that shaped the pod (rolling updates compare it).
+pub const SPEC_HASH_ANNOTATION: &str = "kredis.io/spec-hash";
+/// Key of the password in the auth Secret.
+pub const PASSWORD_KEY: &str = "password";
+/// Where the emptyDir with `nodes.conf` is mounted.
+const DATA_DIR: &str = "/data";
+/// Grace period of a pod: covers a graceful `CLUSTER FAILOVER` of a terminating master (the
+/// operator starts it within a second of the deletion; Redis' manual failover gives up after
+/// 5 s) plus the preStop wait below, with room for a loaded machine.
+pub const TERMINATION_GRACE_SECONDS: i64 = 30;
+/// The preStop hook waits at most this long for the node to stop being a slot-owning master.
+const PRESTOP_WAIT_SECONDS: i64 = 25;
+/// Kubernetes well-known label of a node's host name: required anti-affinity between the
+/// pods of one shard uses it, so a node loss never takes a master and its replicas together.
+const HOSTNAME_TOPOLOGY: &str = "kubernetes.io/hostname";
+/// Weight of the preferred anti-affinity that spreads a cluster's pods over nodes.
+const SPREAD_WEIGHT: i32 = 50;
+
+/// Why a pod cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// The index has no ports in the cluster's validated layout.
+    #[error("failed to build pod {pod}: index {index} is outside the cluster's port range")]
+    IndexOutOfRange {
+        /// Pod name.
+        pod: String,
+        /// Index.
+        index: u32,
+    },
+}
+
+/// The ports of pod `index`, or an error naming it.
+pub fn ports(cluster: &ValidatedCluster, index: u32) -> Result<NodePorts, BuildError> {
+    cluster
+        .ports
+        .ports(index)
+        .ok_or_else(|| BuildError::IndexOutOfRange {
+            pod: cluster.pod_name(index),
+            index,
+        })
+}
+
+/// The owner reference every object the operator creates for `cluster` carries.
+pub fn owner_reference(cluster: &ValidatedCluster) -> Option<OwnerReference> {
+    Some(OwnerReference {
+        api_version: "kredis.io/v1alpha1".into(),
+        kind: "KRedis".into(),
+        name: cluster.name.clone(),
+        uid: cluster.uid.clone()?,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    })
+}
+
+/// The pod of Redis node `index` in `shard`.
+pub fn build_pod(cluster: &ValidatedCluster, index: u32, shard: u32) -> Result<Pod, BuildError> {
+    let ports = ports(cluster, index)?;
+    let name = cluster.pod_name(index);
+    let host_network = cluster.ports.host_network();
+    let mut annotations = BTreeMap::from([(SPEC_HASH_ANNOTATION.to_string(), spec_hash(cluster))]);
+    if cluster.exporter_image.is_some() {
+        annotations.insert("prometheus.io/scrape".into(), "true".into());
+        annotations.insert("prometheus.io/port".into(), ports.exporter.to_string());
+    }
+    let mut containers = vec![redis_container(cluster, &ports)];
+    if let Some(image) = &cluster.exporter_image {
+        containers.push(exporter_container(cluster, image, &ports));
+    }
+    Ok(Pod {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(cluster.namespace.clone()),
+            labels: Some(labels::pod_labels(&cluster.name, shard, index, None)),
+            annotations: Some(annotations),
+            owner_references: owner_reference(cluster).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            host_network: Some(host_network),
+            // Host-network pods still resolve cluster names.
+            dns_policy: host_network.then(|| "ClusterFirstWithHostNet".into()),
+            restart_policy: Some("Never".into()),
+            termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+            affinity: Some(affinity(&cluster.name, shard)),
+            containers,
+            volumes: Some(vec![Volume {
+                name: "data".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            }]),
+            ..PodSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// A stable hash (FNV-1a, 64 bit, hex) of every input that shapes a pod except its index and
+/// shard: two pods with the same hash were built from the same spec. Stable across operator
+/// builds, so an upgrade alone never marks pods stale.
+pub fn spec_hash(cluster: &ValidatedCluster) -> String {
+    let inputs = serde_json::json!({
+        "image": cluster.image,
+        "resources": cluster.resources,
+        "maxMemory": cluster.max_memory,
+        "maxMemoryPolicy": cluster.max_memory_policy.as_redis(),
+        "nodeTimeout": cluster.cluster_node_timeout.as_millis() as u64,
+        "auth": cluster.auth.secret_name(),
+        "exporter": cluster.exporter_image,
+        "config": cluster.config,
+        "hostNetwork": cluster.ports.host_network(),
+    });
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in inputs.to_string().bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+fn affinity(cluster: &str, shard: u32) -> Affinity {
+    let shard_selector = LabelSelector {
+        match_labels: Some(BTreeMap::from([
+            (labels::INSTANCE.to_string(), cluster.to_string()),
+            (labels::SHARD.to_string(), shard.to_string()),
+        ])),
+        ..LabelSelector::default()
+    };
+    let cluster_selector = LabelSelector {
+        match_labels: Some(labels::cluster_selector(cluster)),
+        ..LabelSelector::default()
+    };
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            // A master and its replicas never share a worker node.
+            required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+                label_selector: Some(shard_selector),
+                topology_key: HOSTNAME_TOPOLOGY.into(),
+                ..PodAffinityTerm::default()
+            }]),
+            // Spread the cluster (and so its masters) over nodes where possible. Roles change
+            // with every failover, so the spread is by cluster rather than by a role label.
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: SPREAD_WEIGHT,
+                    pod_affinity_term: PodAffinityTerm {
+                        label_selector: Some(cluster_selector),
+                        topology_key: HOSTNAME_TOPOLOGY.into(),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+        }),
+        ..Affinity::default()
+    }
+}
+
+fn env_value(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn env_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                api_version: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
+fn env_secret(name: &str, secret: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: PASSWORD_KEY.into(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
+fn port(name: &str, port: u16, host_network: bool) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: i32::from(port),
+        // Declared as host ports in hostNetwork mode so the scheduler refuses collisions.
+        host_port: host_network.then_some(i32::from(port)),
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }
+}
+
+/// The redis-server arguments: everything the operator owns, then the user's directives.
+pub fn redis_args(cluster: &ValidatedCluster, ports: &NodePorts) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    let mut set = |k: &str, v: String| {
+        args.push(format!("--{k}"));
+        args.push(v);
+    };
+    set("port", ports.client.to_string());
+    set("bind", "$(POD_IP)".into());
+    set("protected-mode", "no".into());
+    set("cluster-enabled", "yes".into());
+    set("cluster-config-file", format!("{DATA_DIR}/nodes.conf"));
+    set("dir", DATA_DIR.into());
+    set("cluster-port", ports.bus.to_string());
+    // PITFALLS 29: announce the real address and both ports explicitly.
+    set("cluster-announce-ip", "$(POD_IP)".into());
+    set("cluster-announce-port", ports.client.to_string());
+    set("cluster-announce-bus-port", ports.bus.to_string());
+    set(
+        "cluster-node-timeout",
+        cluster.cluster_node_timeout.as_millis().to_string(),
+    );
+    // PITFALLS 16: any replica may take over; Redis never moves replicas on its own.
+    set("cluster-replica-validity-factor", "0".into());
+    set("cluster-allow-replica-migration", "no".into());
+    // A cache node: no persistence (a pod is one node for its whole life anyway).
+    set("appendonly", "no".into());
+    set("save", String::new());
+    set(
+        "maxmemory-policy",
+        cluster.max_memory_policy.as_redis().into(),
+    );
+    if let Some(m) = &cluster.max_memory {
+        set("maxmemory", m.clone());
+    }
+    if matches!(cluster.auth, AuthMode::Secret { .. }) {
+        // Kubernetes expands $(REDIS_PASSWORD) from the Secret-backed env var.
+        set("requirepass", "$(REDIS_PASSWORD)".into());
+        set("masterauth", "$(REDIS_PASSWORD)".into());
+    }
+    for (k, v) in &cluster.config {
+        set(k, v.clone());
+    }
+    args
+}
+
+fn redis_container(cluster: &ValidatedCluster, ports: &NodePorts) -> Container {
+    let host_network = cluster.ports.host_network();
+    let mut env = vec![env_field("POD_IP", "status.podIP")];
+    if let Some(secret) = cluster.auth.secret_name() {
+        env.push(env_secret("REDIS_PASSWORD", secret));
+        // redis-cli (preStop hook, humans in `kubectl exec`) reads the password from here.
+        env.push(env_secret("REDISCLI_AUTH", secret));
+    }
+    // Wait while this node is a master that still serves slots, so the operator's graceful
+    // failover finishes before Redis gets SIGTERM. A master line with slots has more than 8
+    // fields; a replica, a drained master or an unanswering node ends the wait at once.
+    let pre_stop = format!(
+        "i=0; while [ $i -lt {PRESTOP_WAIT_SECONDS} ]; do \
+         n=$(redis-cli --no-auth-warning -h \"$POD_IP\" -p {port} cluster nodes 2>/dev/null | awk '/myself/ && /master/ {{print NF}}'); \
+         if [ -z \"$n\" ] || [ \"$n\" -le 8 ]; then exit 0; fi; sleep 1; i=$((i+1)); done",
+        port = ports.client
+    );
+    Container {
+        name: REDIS_CONTAINER.into(),
+        image: Some(cluster.image.clone()),
+        command: Some(vec!["redis-server".into()]),
+        args: Some(redis_args(cluster, ports)),
+        env: Some(env),
+        ports: Some(vec![
+            port(CLIENT_PORT_NAME, ports.client, host_network),
+            port(BUS_PORT_NAME, ports.bus, host_network),
+        ]),
+        readiness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(i32::from(ports.client)),
+                host: None,
+            }),
+            period_seconds: Some(2),
+            failure_threshold: Some(3),
+            ..Probe::default()
+        }),
+        lifecycle: Some(k8s_openapi::api::core::v1::Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                exec: Some(ExecAction {
+                    command: Some(vec!["sh".into(), "-c".into(), pre_stop]),
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Default::default()
+        }),
+        resources: Some(cluster.resources.clone()),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "data".into(),
+            mount_path: DATA_DIR.into(),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    }
+}
+
+fn exporter_container(cluster: &ValidatedCluster, image: &str, ports: &NodePorts) -> Container {
+    let mut env = vec![
+        env_field("POD_IP", "status.podIP"),
+        env_value("REDIS_ADDR", format!("redis://$(POD_IP):{}", ports.client)),
+        env_value(
+            "REDIS_EXPORTER_WEB_LISTEN_ADDRESS",
+            format!("$(POD_IP):{}", ports.exporter),
+        ),
+        env_value("REDIS_EXPORTER_IS_CLUSTER", "false"),
+    ];
+    if let Some(secret) = cluster.auth.secret_name() {
+        env.push(env_secret("REDIS_PASSWORD", secret));
+    }
+    Container {
+        name: EXPORTER_CONTAINER.into(),
+        image: Some(image.into()),
+        env: Some(env),
+        ports: Some(vec![port(
+            EXPORTER_PORT_NAME,
+            ports.exporter,
+            cluster.ports.host_network(),
+        )]),
+        ..Container::default()
+    }
+}
+
+/// A container port of `pod` by name (the operator reads ports back from the pod it built).
+pub fn pod_port(pod: &Pod, name: &str) -> Option<u16> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .iter()
+        .filter(|c| c.name == REDIS_CONTAINER)
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|p| p.name.as_deref() == Some(name))
+        .and_then(|p| u16::try_from(p.container_port).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kredis_api::{validate, KRedis, KRedisSpec};
+
+    fn cluster(spec: KRedisSpec) -> ValidatedCluster {
+        let mut kr = KRedis::new("cache", spec);
+        kr.metadata.namespace = Some("default".into());
+        kr.metadata.uid = Some("uid-1".into());
+        validate(&kr, &[]).expect("valid")
+    }
+
+    #[test]
+    fn host_network_pod_follows_the_design() {
+        let c = cluster(KRedisSpec::default());
+        let pod = build_pod(&c, 4, 1).unwrap();
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(pod.metadata.name.as_deref(), Some("cache-4"));
+        assert_eq!(spec.host_network, Some(true));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(pod_port(&pod, CLIENT_PORT_NAME), Some(10004));
+        assert_eq!(pod_port(&pod, BUS_PORT_NAME), Some(20004));
+        let exporter = &spec.containers[1];
+        assert_eq!(exporter.ports.as_ref().unwrap()[0].host_port, Some(15004));
+        let ann = pod.metadata.annotations.as_ref().unwrap();
+        assert_eq!(ann["prometheus.io/port"], "15004");
+        let labels = pod.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[labels::SHARD], "1");
+        assert_eq!(labels[labels::INDEX], "4");
+        let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("KRedis", "uid-1")
+        );
+        let args = spec.containers[0].args.as_ref().unwrap().join(" ");
+        for needle in [
+            "--port 10004",
+            "--cluster-announce-bus-port 20004",
+            "--cluster-replica-validity-factor 0",
+            "--cluster-allow-replica-migration no",
+            "--requirepass $(REDIS_PASSWORD)",
+            "--cluster-config-file /data/nodes.conf",
+        ] {
+            assert!(args.contains(needle), "{needle} missing from {args}");
+        }
+        let anti = spec
+            .affinity
+            .as_ref()
+            .unwrap()
+            .pod_anti_affinity
+            .as_ref()
+            .unwrap();
+        let req = &anti
+            .required_during_scheduling_ignored_during_execution
+            .as_ref()
+            .unwrap()[0];
+        let sel = req
+            .label_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap();
+        assert_eq!(sel[labels::SHARD], "1");
+    }
+
+    #[test]
+    fn pod_network_and_no_auth_no_exporter() {
+        let mut spec = KRedisSpec {
+            host_network: false,
+            ..KRedisSpec::default()
+        };
+        spec.auth.enabled = false;
+        spec.exporter.enabled = false;
+        let c = cluster(spec);
+        let pod = build_pod(&c, 0, 0).unwrap();
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.containers.len(), 1);
+        assert_eq!(pod_port(&pod, CLIENT_PORT_NAME), Some(6379));
+        assert_eq!(
+            spec.containers[0].ports.as_ref().unwrap()[0].host_port,
+            None
+        );
+        let args = spec.containers[0].args.as_ref().unwrap().join(" ");
+        assert!(!args.contains("requirepass"));
+        assert!(!pod
+            .metadata
+            .annotations
+            .as_ref()
+            .unwrap()
+            .contains_key("prometheus.io/scrape"));
+    }
+
+    #[test]
+    fn index_outside_the_layout_is_an_error() {
+        let c = cluster(KRedisSpec::default());
+        assert!(matches!(
+            build_pod(&c, c.pod_count(), 0),
+            Err(BuildError::IndexOutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn spec_hash_tracks_inputs_not_counts() {
+        let a = cluster(KRedisSpec::default());
+        let b = cluster(KRedisSpec {
+            masters: 5,
+            ..KRedisSpec::default()
+        });
+        let c = cluster(KRedisSpec {
+            image: "redis:7.4".into(),
+            ..KRedisSpec::default()
+        });
+        assert_eq!(spec_hash(&a), spec_hash(&b));
+        assert_ne!(spec_hash(&a), spec_hash(&c));
+    }
+}

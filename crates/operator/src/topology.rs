@@ -1,0 +1,372 @@
+//! From pods to engine members, and which pods to create: pure functions of the pods the API
+//! server lists, the validated cluster and the engine's view. No network.
+//!
+//! Roles never come from here (PITFALLS 14): a pod's shard label places it, the live cluster
+//! says who is master. The only decisions made here are about pods: which ones are gone and
+//! must be deleted, which indexes and shards new pods get.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Pod;
+use kredis_api::{labels, PortLayout, ValidatedCluster};
+use kredis_engine::model::{ClusterView, NodeAddr};
+use kredis_engine::plan::Member;
+use kube::ResourceExt;
+
+use crate::pod::{pod_port, BUS_PORT_NAME, CLIENT_PORT_NAME, SPEC_HASH_ANNOTATION};
+
+/// Where a pod is in its life, as far as the operator cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodState {
+    /// Not scheduled or not started yet: no Redis to talk to.
+    Pending,
+    /// Its process runs (it may not answer yet).
+    Running,
+    /// Deletion requested; the process still runs through its grace period.
+    Terminating,
+    /// The process is gone for good (`Failed`/`Succeeded` with `restartPolicy: Never`), or its
+    /// worker node is gone: the pod only needs deleting.
+    Gone,
+}
+
+/// What the operator reads from one pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodFacts {
+    /// Pod name.
+    pub name: String,
+    /// `kredis.io/index`.
+    pub index: Option<u32>,
+    /// `kredis.io/shard`.
+    pub shard: Option<u32>,
+    /// Client port declared by the redis container.
+    pub client_port: Option<u16>,
+    /// Bus port declared by the redis container.
+    pub bus_port: Option<u16>,
+    /// Whether the pod runs on the node's network.
+    pub host_network: bool,
+    /// Pod IP (the node's IP with host network).
+    pub ip: Option<String>,
+    /// Worker node.
+    pub node: Option<String>,
+    /// Lifecycle.
+    pub state: PodState,
+    /// Ready condition (readiness probe passes).
+    pub ready: bool,
+    /// Labels as they are (node id and role labels are kept up to date by the operator).
+    pub labels: BTreeMap<String, String>,
+    /// [`crate::pod::spec_hash`] recorded at creation.
+    pub spec_hash: Option<String>,
+}
+
+impl PodFacts {
+    /// Reads a pod. `nodes` are the worker nodes that exist; a pod bound to another is gone.
+    pub fn from_pod(pod: &Pod, nodes: &BTreeSet<String>) -> Self {
+        let labels = pod.labels().clone();
+        let parse = |k: &str| labels.get(k).and_then(|v| v.parse::<u32>().ok());
+        let status = pod.status.as_ref();
+        let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        let ip = status
+            .and_then(|s| s.pod_ip.clone())
+            .filter(|ip| !ip.is_empty());
+        let node_gone = node.as_ref().is_some_and(|n| !nodes.contains(n));
+        let state = if matches!(phase, "Failed" | "Succeeded") || node_gone {
+            PodState::Gone
+        } else if pod.metadata.deletion_timestamp.is_some() {
+            PodState::Terminating
+        } else if phase == "Running" && ip.is_some() {
+            PodState::Running
+        } else {
+            PodState::Pending
+        };
+        let ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        PodFacts {
+            name: pod.name_any(),
+            index: parse(labels::INDEX),
+            shard: parse(labels::SHARD),
+            client_port: pod_port(pod, CLIENT_PORT_NAME),
+            bus_port: pod_port(pod, BUS_PORT_NAME),
+            host_network: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.host_network)
+                .unwrap_or(false),
+            ip,
+            node,
+            state,
+            ready,
+            spec_hash: pod.annotations().get(SPEC_HASH_ANNOTATION).cloned(),
+            labels,
+        }
+    }
+
+    /// The Redis address of a pod whose process runs.
+    pub fn addr(&self) -> Option<NodeAddr> {
+        Some(NodeAddr::new(self.ip.clone()?, self.client_port?))
+    }
+
+    /// The engine member for a pod whose process runs (or still runs while terminating).
+    pub fn member(&self) -> Option<Member> {
+        if !matches!(self.state, PodState::Running | PodState::Terminating) {
+            return None;
+        }
+        Some(Member {
+            name: self.name.clone(),
+            addr: self.addr()?,
+            bus_port: self.bus_port?,
+            worker: self.node.clone()?,
+            shard: self.shard.map(|s| s as usize),
+            terminating: self.state == PodState::Terminating,
+        })
+    }
+}
+
+/// The members of the cluster, in index order: every pod whose Redis process runs, and every
+/// terminating pod whose node still belongs to the cluster (a master among them is handed
+/// over gracefully). A terminating pod whose node was already detached, or that no longer
+/// answers, is left out: its process is about to go, and a dead master is failed over by force.
+pub fn members(pods: &[PodFacts], view: &ClusterView) -> Vec<Member> {
+    let mut sorted: Vec<&PodFacts> = pods.iter().filter(|p| is_member(p, view)).collect();
+    sorted.sort_by_key(|p| (p.index, p.name.clone()));
+    sorted.into_iter().filter_map(PodFacts::member).collect()
+}
+
+/// Whether a pod takes part in the cluster (see [`members`]).
+pub fn is_member(pod: &PodFacts, view: &ClusterView) -> bool {
+    match pod.state {
+        PodState::Running => true,
+        PodState::Terminating => pod
+            .addr()
+            .as_ref()
+            .and_then(|a| view.id_at(a))
+            .and_then(|id| view.observed.get(id))
+            .is_some_and(|o| !o.is_alone()),
+        PodState::Pending | PodState::Gone => false,
+    }
+}
+
+/// A pod that exists but contradicts a field that cannot change (the API server's CEL rules
+/// refuse such edits; this catches them where no CEL runs, and objects edited around it).
+pub fn immutable_field_errors(cluster: &ValidatedCluster, pods: &[PodFacts]) -> Vec<String> {
+    let mut errors = BTreeSet::new();
+    for p in pods.iter().filter(|p| p.state != PodState::Gone) {
+        if p.host_network != cluster.ports.host_network() {
+            errors.insert(format!(
+                "spec.hostNetwork: hostNetwork is immutable (pod {} runs with hostNetwork {}): set it back to {} or create a new KRedis",
+                p.name, p.host_network, p.host_network
+            ));
+            continue;
+        }
+        if let (PortLayout::HostNetwork { base, .. }, Some(index), Some(port)) =
+            (cluster.ports, p.index, p.client_port)
+        {
+            let pod_base = i64::from(port) - i64::from(index);
+            if pod_base != i64::from(base) {
+                errors.insert(format!(
+                    "spec.basePort: basePort is immutable (pod {} was created from basePort {pod_base}): set it back to {pod_base} or create a new KRedis",
+                    p.name
+                ));
+            }
+        }
+    }
+    errors.into_iter().collect()
+}
+
+/// Node ids in `view` that no running pod backs and that do not answer: dead nodes the engine
+/// has not forgotten yet. Returns their client ports.
+pub fn ghost_ports(view: &ClusterView, pods: &[PodFacts]) -> BTreeSet<u16> {
+    let live: BTreeSet<NodeAddr> = pods
+        .iter()
+        .filter(|p| matches!(p.state, PodState::Running | PodState::Terminating))
+        .filter_map(PodFacts::addr)
+        .collect();
+    view.nodes
+        .values()
+        .filter(|n| !n.reachable)
+        .filter(|n| n.addr.as_ref().is_none_or(|a| !live.contains(a)))
+        .map(|n| n.addr.as_ref().map_or(0, |a| a.port))
+        .collect()
+}
+
+/// Pods to create and pods to delete.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodPlan {
+    /// Pods whose process is gone for good: delete them (immediately) so they can be replaced.
+    pub delete: Vec<String>,
+    /// New pods: (index, shard).
+    pub create: Vec<(u32, u32)>,
+    /// Why some wanted pods cannot be created yet.
+    pub waiting: Vec<String>,
+}
+
+/// Decides pod creation and deletion. Each shard `0..masters` wants `1 + replicasPerMaster`
+/// pods; shards at or above `masters` are drained and released by the engine, never filled.
+/// A new pod takes the lowest free index of the cluster's range, and never the port of a dead
+/// node id the cluster still remembers (DESIGN.md: the replacement reuses the freed index only
+/// after the old id has been forgotten; PITFALLS 8).
+pub fn plan_pods(cluster: &ValidatedCluster, pods: &[PodFacts], ghosts: &BTreeSet<u16>) -> PodPlan {
+    let mut out = PodPlan::default();
+    for p in pods.iter().filter(|p| p.state == PodState::Gone) {
+        out.delete.push(p.name.clone());
+    }
+    let per_shard = 1 + cluster.replicas_per_master;
+    let mut have: BTreeMap<u32, u32> = BTreeMap::new();
+    for p in pods {
+        if matches!(p.state, PodState::Pending | PodState::Running) {
+            if let Some(s) = p.shard {
+                *have.entry(s).or_default() += 1;
+            }
+        }
+    }
+    let mut wanted: Vec<u32> = Vec::new();
+    for shard in 0..cluster.masters {
+        let n = have.get(&shard).copied().unwrap_or(0);
+        wanted.extend(std::iter::repeat_n(
+            shard,
+            per_shard.saturating_sub(n) as usize,
+        ));
+    }
+    if wanted.is_empty() {
+        return out;
+    }
+    // Indexes stay taken until the pod object is gone, terminating and gone pods included.
+    let used: BTreeSet<u32> = pods.iter().filter_map(|p| p.index).collect();
+    let (max_pods, host) = match cluster.ports {
+        PortLayout::HostNetwork { max_pods, .. } => (max_pods, true),
+        PortLayout::PodNetwork => (cluster.pod_count(), false),
+    };
+    if !host && !ghosts.is_empty() {
+        out.waiting.push(format!(
+            "{} new pod(s) wait until {} dead node id(s) are forgotten",
+            wanted.len(),
+            ghosts.len()
+        ));
+        return out;
+    }
+    let mut free = (0..max_pods).filter(|i| {
+        !used.contains(i)
+            && cluster
+                .ports
+                .ports(*i)
+                .is_some_and(|p| !ghosts.contains(&p.client))
+    });
+    for shard in wanted.iter().copied() {
+        match free.next() {
+            Some(index) => out.create.push((index, shard)),
+            None => {
+                out.waiting.push(format!(
+                    "{} new pod(s) wait for a free index in the cluster's port range (taken by terminating pods or dead node ids not yet forgotten)",
+                    wanted.len() - out.create.len()
+                ));
+                break;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kredis_api::{validate, KRedis, KRedisSpec};
+
+    fn cluster(masters: i32, replicas: i32) -> ValidatedCluster {
+        let mut kr = KRedis::new(
+            "c",
+            KRedisSpec {
+                masters,
+                replicas_per_master: replicas,
+                ..KRedisSpec::default()
+            },
+        );
+        kr.metadata.namespace = Some("default".into());
+        kr.metadata.uid = Some("u".into());
+        validate(&kr, &[]).unwrap()
+    }
+
+    fn facts(index: u32, shard: u32, state: PodState) -> PodFacts {
+        PodFacts {
+            name: format!("c-{index}"),
+            index: Some(index),
+            shard: Some(shard),
+            client_port: Some(10000 + index as u16),
+            bus_port: Some(20000 + index as u16),
+            host_network: true,
+            ip: Some("127.0.0.1".into()),
+            node: Some("n1".into()),
+            state,
+            ready: true,
+            labels: BTreeMap::new(),
+            spec_hash: None,
+        }
+    }
+
+    #[test]
+    fn new_cluster_gets_every_pod_in_shard_order() {
+        let c = cluster(3, 1);
+        let plan = plan_pods(&c, &[], &BTreeSet::new());
+        assert_eq!(
+            plan.create,
+            vec![(0, 0), (1, 0), (2, 1), (3, 1), (4, 2), (5, 2)]
+        );
+    }
+
+    #[test]
+    fn gone_pod_is_deleted_and_its_index_waits_for_the_ghost() {
+        let c = cluster(2, 1);
+        let pods = vec![
+            facts(0, 0, PodState::Running),
+            facts(1, 0, PodState::Gone),
+            facts(2, 1, PodState::Running),
+            facts(3, 1, PodState::Running),
+        ];
+        let plan = plan_pods(&c, &pods, &BTreeSet::new());
+        assert_eq!(plan.delete, vec!["c-1".to_string()]);
+        // Index 1 is still taken by the gone pod's object until it is deleted.
+        assert!(plan.create.is_empty() && !plan.waiting.is_empty());
+        let pods: Vec<_> = pods.into_iter().filter(|p| p.index != Some(1)).collect();
+        let ghost = BTreeSet::from([10001]);
+        assert!(plan_pods(&c, &pods, &ghost).create.is_empty());
+        assert_eq!(plan_pods(&c, &pods, &BTreeSet::new()).create, vec![(1, 0)]);
+    }
+
+    #[test]
+    fn scale_in_creates_nothing_for_removed_shards() {
+        let c = cluster(2, 1);
+        let pods: Vec<_> = (0..6).map(|i| facts(i, i / 2, PodState::Running)).collect();
+        let plan = plan_pods(&c, &pods, &BTreeSet::new());
+        assert_eq!(plan, PodPlan::default());
+    }
+
+    #[test]
+    fn immutable_ports_are_reported() {
+        let c = cluster(1, 0);
+        let mut p = facts(0, 0, PodState::Running);
+        p.client_port = Some(12000);
+        let errors = immutable_field_errors(&c, &[p.clone()]);
+        assert!(errors[0].contains("basePort is immutable"), "{errors:?}");
+        p.client_port = Some(10000);
+        p.host_network = false;
+        let errors = immutable_field_errors(&c, &[p]);
+        assert!(errors[0].contains("hostNetwork is immutable"), "{errors:?}");
+    }
+
+    #[test]
+    fn members_are_running_and_terminating_pods() {
+        let pods = vec![
+            facts(2, 1, PodState::Terminating),
+            facts(0, 0, PodState::Running),
+            facts(1, 0, PodState::Pending),
+            facts(3, 1, PodState::Gone),
+        ];
+        // Nobody answered: a terminating pod is not a member (its process is going or gone).
+        let m = members(&pods, &ClusterView::default());
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].name, "c-0");
+        assert!(!m[0].terminating);
+    }
+}
