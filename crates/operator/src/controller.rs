@@ -68,6 +68,22 @@ pub async fn run(
     options: RunOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), RunError> {
+    let listener = tokio::net::TcpListener::bind(options.http_addr)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: options.http_addr,
+            source,
+        })?;
+    serve(client, listener, options, shutdown).await
+}
+
+/// [`run`] with the HTTP API on an already bound listener (`options.http_addr` is ignored).
+pub async fn serve(
+    client: Client,
+    listener: tokio::net::TcpListener,
+    options: RunOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), RunError> {
     let shutdown = shutdown.boxed().shared();
     let ns = options.namespace.as_deref();
     let metrics = Arc::new(Metrics::new());
@@ -93,12 +109,6 @@ pub async fn run(
         options.config.clone(),
     ));
 
-    let listener = tokio::net::TcpListener::bind(options.http_addr)
-        .await
-        .map_err(|source| RunError::Bind {
-            addr: options.http_addr,
-            source,
-        })?;
     let local = listener.local_addr().unwrap_or(options.http_addr);
     info!(addr = %local, "HTTP API listening");
     let app = router(ApiState {

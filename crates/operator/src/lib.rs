@@ -24,5 +24,5 @@ pub mod status;
 pub mod topology;
 
 pub use context::OperatorConfig;
-pub use controller::{run, RunError, RunOptions};
+pub use controller::{run, serve, RunError, RunOptions};
 pub use error::Error;

@@ -1,0 +1,330 @@
+//! End-to-end harness: a `kredis dev` control plane (real HTTP API server, kubelets running
+//! real redis-server processes) with the KRedis CRD installed, and the operator running
+//! in-process against it with the real kube-rs client. Everything stops when the guard
+//! drops, even when a test fails.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kredis_api::{KRedis, KRedisStatus, NodeRole, Phase};
+use kredis_devkube::{DevCluster, DevClusterOptions};
+use kredis_operator::{OperatorConfig, RunOptions};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
+use redis::AsyncCommands;
+use serde_json::json;
+
+/// How long a cluster may take to become Ready in a test (creation takes about 6 s on an idle
+/// machine; CI runs two tests at a time on 2 cores).
+pub const READY: Duration = Duration::from_secs(120);
+
+/// A running operator, stopped on drop.
+pub struct Operator {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), kredis_operator::RunError>>>,
+    /// Where its HTTP API listens.
+    pub http: SocketAddr,
+}
+
+impl Operator {
+    /// Starts the operator against `client`.
+    pub async fn start(client: kube::Client) -> Operator {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the HTTP API");
+        let http = listener.local_addr().expect("local addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let options = RunOptions {
+            namespace: None,
+            http_addr: http,
+            config: OperatorConfig::default(),
+        };
+        let task = tokio::spawn(kredis_operator::serve(client, listener, options, async {
+            let _ = stopped.await;
+        }));
+        Operator {
+            stop: Some(stop),
+            task: Some(task),
+            http,
+        }
+    }
+
+    /// Kills the operator at once, wherever it is (like a SIGKILLed process: no step is
+    /// finished, no status written).
+    pub fn kill(mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    /// Stops it gracefully and waits.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// Drop order: operator, then the control plane (and its processes), then the directory.
+pub struct Harness {
+    pub operator: Option<Operator>,
+    pub cluster: DevCluster,
+    pub client: kube::Client,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.operator.take();
+    }
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A control plane with `nodes` workers, the CRD, and (when `operator`) a running operator.
+pub async fn start(nodes: usize, operator: bool) -> Harness {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = DevClusterOptions::for_tests(dir.path());
+    opts.nodes = nodes;
+    let cluster = DevCluster::start(opts).await.expect("start dev cluster");
+    let client = cluster.client().expect("client");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &kredis_api::crd())
+        .await
+        .expect("install the CRD");
+    let operator = if operator {
+        Some(Operator::start(client.clone()).await)
+    } else {
+        None
+    };
+    Harness {
+        operator,
+        cluster,
+        client,
+        dir,
+    }
+}
+
+impl Harness {
+    pub fn kredis(&self) -> Api<KRedis> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    /// Creates a KRedis from a JSON spec.
+    pub async fn create(&self, name: &str, spec: serde_json::Value) -> KRedis {
+        let obj: KRedis = serde_json::from_value(json!({
+            "apiVersion": "kredis.io/v1alpha1",
+            "kind": "KRedis",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": spec,
+        }))
+        .expect("KRedis json");
+        self.kredis()
+            .create(&PostParams::default(), &obj)
+            .await
+            .expect("create KRedis")
+    }
+
+    /// Merge-patches a KRedis spec.
+    pub async fn patch_spec(&self, name: &str, spec: serde_json::Value) {
+        self.kredis()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({ "spec": spec })),
+            )
+            .await
+            .expect("patch KRedis");
+    }
+
+    /// Waits until the KRedis is Ready for its current generation; returns its status.
+    pub async fn ready(&self, name: &str) -> KRedisStatus {
+        self.ready_within(name, READY).await
+    }
+
+    pub async fn ready_within(&self, name: &str, timeout: Duration) -> KRedisStatus {
+        let api = self.kredis();
+        let mut last = None;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(k) = api.get(name).await {
+                if let Some(s) = &k.status {
+                    if s.phase == Some(Phase::Ready)
+                        && s.observed_generation == k.metadata.generation
+                    {
+                        return s.clone();
+                    }
+                }
+                last = k.status;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("KRedis {name} not Ready within {timeout:?}; last status: {last:#?}");
+    }
+
+    /// The cluster's password from its Secret.
+    pub async fn password(&self, name: &str) -> Option<String> {
+        let k = self.kredis().get(name).await.ok()?;
+        let secret = k.status?.auth_secret?;
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), "default");
+        let s = secrets.get(&secret).await.ok()?;
+        let bytes = s.data?.get("password")?.0.clone();
+        String::from_utf8(bytes).ok()
+    }
+
+    /// `host:port` of every master in the status.
+    pub async fn masters(&self, name: &str) -> Vec<String> {
+        let k = self.kredis().get(name).await.expect("get KRedis");
+        k.status
+            .map(|s| {
+                s.nodes
+                    .iter()
+                    .filter(|n| n.role == Some(NodeRole::Master))
+                    .filter_map(|n| Some(format!("{}:{}", n.host.as_ref()?, n.port)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Names of the cluster's pods that exist and are not terminating.
+    pub async fn pod_names(&self, name: &str) -> Vec<String> {
+        let list = self
+            .pods()
+            .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={name}")))
+            .await
+            .expect("list pods");
+        let mut names: Vec<String> = list
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| p.name_any())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A redis-rs cluster client seeded from the status.
+    pub async fn cluster_client(&self, name: &str) -> redis::cluster_async::ClusterConnection {
+        let seeds = self.masters(name).await;
+        let pw = self.password(name).await;
+        let urls: Vec<String> = seeds
+            .iter()
+            .map(|s| match &pw {
+                Some(p) => format!("redis://:{p}@{s}"),
+                None => format!("redis://{s}"),
+            })
+            .collect();
+        let client = redis::cluster::ClusterClientBuilder::new(urls)
+            .connection_timeout(Duration::from_secs(2))
+            .response_timeout(Duration::from_secs(2))
+            .build()
+            .expect("cluster client");
+        client
+            .get_async_connection()
+            .await
+            .expect("cluster connection")
+    }
+
+    /// `redis-cli --cluster check` against the first master: panics unless clean.
+    pub async fn check(&self, name: &str) {
+        let first = self
+            .masters(name)
+            .await
+            .into_iter()
+            .next()
+            .expect("a master");
+        let mut cmd = tokio::process::Command::new("redis-cli");
+        cmd.arg("--cluster").arg("check").arg(&first);
+        if let Some(pw) = self.password(name).await {
+            cmd.env("REDISCLI_AUTH", pw);
+        }
+        let out = cmd.output().await.expect("run redis-cli");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success()
+                && text.contains("[OK] All 16384 slots covered")
+                && text.contains("[OK] All nodes agree about slots configuration")
+                && !text.contains("[ERR]")
+                && !text.contains("[WARNING]"),
+            "redis-cli --cluster check {first} is not clean:\n{text}"
+        );
+    }
+}
+
+/// Writes `n` keys `prefix:i` = `v:i` through the cluster client.
+pub async fn write_keys(
+    conn: &mut redis::cluster_async::ClusterConnection,
+    prefix: &str,
+    n: usize,
+) {
+    for i in 0..n {
+        let _: () = conn
+            .set(format!("{prefix}:{i}"), format!("v:{i}"))
+            .await
+            .expect("SET");
+    }
+}
+
+/// Asserts every key written by [`write_keys`] reads back.
+pub async fn assert_keys(
+    conn: &mut redis::cluster_async::ClusterConnection,
+    prefix: &str,
+    n: usize,
+) {
+    let mut missing = Vec::new();
+    for i in 0..n {
+        let v: Option<String> = conn.get(format!("{prefix}:{i}")).await.expect("GET");
+        if v.as_deref() != Some(format!("v:{i}").as_str()) {
+            missing.push(i);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {n} keys lost or wrong, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+}
+
+/// Polls `f` until it returns `Some`, failing the test after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,269 @@
+//! Failure handling end to end (DESIGN.md "Failure handling"): a master pod deleted while it
+//! still answers is failed over gracefully (no acknowledged write lost); a master whose
+//! process dies is failed over by force at once; a worker node deleted loses no shard. In
+//! each case the lost pods are replaced as replicas and the cluster is Ready and clean again.
+//! The window during which writes fail is measured and printed (no timing is asserted: speed
+//! lives in benchmarks).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{assert_keys, start, write_keys, Harness};
+use kredis_api::NodeRole;
+use redis::AsyncCommands;
+use serde_json::json;
+
+/// What a background writer saw.
+struct Writes {
+    /// Keys whose SET was acknowledged.
+    acked: Vec<String>,
+    /// Failed SETs.
+    failed: usize,
+    /// From the first failed SET to the first success after the last failure.
+    window: Duration,
+}
+
+/// Writes `w:<n>` keys as fast as one connection allows until `stop`.
+fn writer(
+    mut conn: redis::cluster_async::ClusterConnection,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Writes> {
+    tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut failed = 0;
+        let mut first_fail: Option<Instant> = None;
+        let mut recovered: Option<Instant> = None;
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let key = format!("w:{n}");
+            n += 1;
+            match conn.set::<_, _, ()>(&key, "x").await {
+                Ok(()) => {
+                    acked.push(key);
+                    if first_fail.is_some() && recovered.is_none() {
+                        recovered = Some(Instant::now());
+                    }
+                }
+                Err(_) => {
+                    failed += 1;
+                    first_fail.get_or_insert_with(Instant::now);
+                    recovered = None;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let window = match (first_fail, recovered) {
+            (Some(a), Some(b)) => b - a,
+            _ => Duration::ZERO,
+        };
+        Writes {
+            acked,
+            failed,
+            window,
+        }
+    })
+}
+
+/// Pod, host and port of the master serving `slot 0`'s shard (any master works).
+async fn a_master(h: &Harness, name: &str) -> (String, String, i32) {
+    let k = h.kredis().get(name).await.unwrap();
+    let n = k
+        .status
+        .unwrap()
+        .nodes
+        .into_iter()
+        .find(|n| n.role == Some(NodeRole::Master))
+        .expect("a master");
+    (n.pod, n.host.expect("host"), n.port)
+}
+
+/// Makes sure every key written so far is on a replica too (WAIT on each master).
+async fn replicate_all(h: &Harness, name: &str) {
+    let pw = h.password(name).await;
+    for m in h.masters(name).await {
+        let url = match &pw {
+            Some(p) => format!("redis://:{p}@{m}"),
+            None => format!("redis://{m}"),
+        };
+        let mut c = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let n: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(5000)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert!(n >= 1, "master {m} has no replica in sync");
+    }
+}
+
+/// The uid of a pod.
+async fn uid(h: &Harness, pod: &str) -> String {
+    h.pods().get(pod).await.unwrap().metadata.uid.unwrap()
+}
+
+/// Waits until `pod` exists again with another uid (its replacement), then until Ready.
+async fn healed(h: &Harness, name: &str, pod: &str, old_uid: &str) -> kredis_api::KRedisStatus {
+    common::eventually("the replacement pod", common::READY, || async {
+        let p = h.pods().get_opt(pod).await.ok()??;
+        (p.metadata.uid.as_deref() != Some(old_uid) && p.metadata.deletion_timestamp.is_none())
+            .then_some(())
+    })
+    .await;
+    h.ready(name).await
+}
+
+async fn assert_acked(h: &Harness, name: &str, writes: &Writes) -> usize {
+    let mut conn = h.cluster_client(name).await;
+    let mut lost = 0;
+    for key in &writes.acked {
+        let v: Option<String> = conn.get(key).await.unwrap();
+        if v.is_none() {
+            lost += 1;
+        }
+    }
+    lost
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_master_pod_is_failed_over_gracefully_and_replaced() {
+    let h = start(3, true).await;
+    h.create(
+        "ha",
+        json!({"masters": 3, "replicasPerMaster": 1, "basePort": 12000}),
+    )
+    .await;
+    h.ready("ha").await;
+    let mut conn = h.cluster_client("ha").await;
+    write_keys(&mut conn, "k", 1000).await;
+    replicate_all(&h, "ha").await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let task = writer(h.cluster_client("ha").await, stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (pod, _, _) = a_master(&h, "ha").await;
+    let old = uid(&h, &pod).await;
+    h.pods()
+        .delete(&pod, &Default::default())
+        .await
+        .expect("delete master pod");
+    // The replacement reuses the name; wait for the old pod to go and the cluster to heal.
+    let status = healed(&h, "ha", &pod, &old).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let writes = task.await.unwrap();
+    println!(
+        "graceful failover of {pod}: {} writes acknowledged, {} failed, write window {:?}",
+        writes.acked.len(),
+        writes.failed,
+        writes.window
+    );
+    let replaced = status
+        .nodes
+        .iter()
+        .find(|n| n.pod == pod)
+        .expect("replacement");
+    assert_eq!(
+        replaced.role,
+        Some(NodeRole::Replica),
+        "the replacement joins as a replica"
+    );
+    h.check("ha").await;
+    assert_keys(&mut h.cluster_client("ha").await, "k", 1000).await;
+    let lost = assert_acked(&h, "ha", &writes).await;
+    assert_eq!(lost, 0, "a graceful failover lost acknowledged writes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_master_is_forced_over_and_replaced() {
+    let h = start(3, true).await;
+    h.create(
+        "crash",
+        json!({"masters": 3, "replicasPerMaster": 1, "basePort": 13000}),
+    )
+    .await;
+    h.ready("crash").await;
+    let mut conn = h.cluster_client("crash").await;
+    write_keys(&mut conn, "k", 1000).await;
+    replicate_all(&h, "crash").await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let task = writer(h.cluster_client("crash").await, stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (pod, host, port) = a_master(&h, "crash").await;
+    let old = uid(&h, &pod).await;
+    // Redis names its process `redis-server <ip>:<port> [cluster]`.
+    let killed = tokio::process::Command::new("pkill")
+        .args(["-KILL", "-f", &format!("redis-server {host}:{port} ")])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success(), "no redis-server at {host}:{port}");
+    let status = healed(&h, "crash", &pod, &old).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let writes = task.await.unwrap();
+    let lost = assert_acked(&h, "crash", &writes).await;
+    println!(
+        "forced failover of {pod}: {} writes acknowledged, {} failed, {lost} acknowledged but not replicated (lost), write window {:?}",
+        writes.acked.len(),
+        writes.failed,
+        writes.window
+    );
+    assert!(status
+        .nodes
+        .iter()
+        .any(|n| n.pod == pod && n.role == Some(NodeRole::Replica)));
+    h.check("crash").await;
+    // Everything replicated before the crash survived.
+    assert_keys(&mut h.cluster_client("crash").await, "k", 1000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_worker_node_loses_no_shard() {
+    let h = start(3, true).await;
+    h.create(
+        "zone",
+        json!({"masters": 3, "replicasPerMaster": 1, "basePort": 14000}),
+    )
+    .await;
+    let before = h.ready("zone").await;
+    let mut conn = h.cluster_client("zone").await;
+    write_keys(&mut conn, "k", 1000).await;
+    replicate_all(&h, "zone").await;
+
+    // dev-node-2 hosts one master or replica of several shards.
+    let lost_pods: Vec<String> = h
+        .pods()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("dev-node-2"))
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert!(!lost_pods.is_empty());
+    let old = uid(&h, &lost_pods[0]).await;
+    h.cluster.delete_node("dev-node-2").expect("delete node");
+    healed(&h, "zone", &lost_pods[0], &old).await;
+    let after = h.ready("zone").await;
+    assert_eq!(after.nodes.len(), before.nodes.len());
+    for p in h.pods().list(&Default::default()).await.unwrap().items {
+        assert_ne!(
+            p.spec.and_then(|s| s.node_name).as_deref(),
+            Some("dev-node-2"),
+            "a pod runs on the deleted node"
+        );
+    }
+    h.check("zone").await;
+    assert_keys(&mut h.cluster_client("zone").await, "k", 1000).await;
+    println!("worker node loss: replaced {lost_pods:?}");
+}
