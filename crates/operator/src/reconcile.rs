@@ -211,7 +211,7 @@ async fn apply(kredis: Arc<KRedis>, ctx: &Arc<Context>) -> Result<Action, Error>
     for name in &pod_plan.delete {
         delete_pod(ctx, &kredis, &pods_api, name, true).await?;
     }
-    let mut created = create_pods(ctx, &kredis, &cluster, &pods_api, &pod_plan.create).await?;
+    let created = create_pods(ctx, &kredis, &cluster, &pods_api, &pod_plan.create).await?;
 
     // Converge the Redis cluster, unless it is healthy and only waits for pods to start
     // (joining half of a scale-out would rebalance twice).
@@ -276,7 +276,7 @@ async fn apply(kredis: Arc<KRedis>, ctx: &Arc<Context>) -> Result<Action, Error>
     healing |= !ghosts.is_empty();
     let pod_plan = topology::plan_pods(&cluster, &facts, &ghosts);
     // Replacements whose old node id the engine just forgot can start right away.
-    created += create_pods(ctx, &kredis, &cluster, &pods_api, &pod_plan.create).await?;
+    let created = create_pods(ctx, &kredis, &cluster, &pods_api, &pod_plan.create).await?;
     label_pods(ctx, &pods_api, &facts, &view).await?;
     let pending = facts
         .iter()

@@ -278,18 +278,51 @@ impl Harness {
     }
 }
 
+/// Commands in flight at once on the (multiplexed) cluster connection.
+const IN_FLIGHT: usize = 64;
+
 /// Writes `n` keys `prefix:i` = `v:i` through the cluster client.
 pub async fn write_keys(
     conn: &mut redis::cluster_async::ClusterConnection,
     prefix: &str,
     n: usize,
 ) {
-    for i in 0..n {
-        let _: () = conn
-            .set(format!("{prefix}:{i}"), format!("v:{i}"))
-            .await
-            .expect("SET");
-    }
+    use futures::StreamExt;
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let mut c = conn.clone();
+            async move {
+                c.set::<_, _, ()>(format!("{prefix}:{i}"), format!("v:{i}"))
+                    .await
+                    .expect("SET")
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// Indexes of keys written by [`write_keys`] that do not read back.
+pub async fn missing_keys(
+    conn: &mut redis::cluster_async::ClusterConnection,
+    prefix: &str,
+    n: usize,
+) -> Vec<usize> {
+    use futures::StreamExt;
+    let mut missing: Vec<usize> = futures::stream::iter(0..n)
+        .map(|i| {
+            let mut c = conn.clone();
+            async move {
+                let v: Option<String> = c.get(format!("{prefix}:{i}")).await.expect("GET");
+                (v.as_deref() != Some(format!("v:{i}").as_str())).then_some(i)
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .filter_map(|m| async move { m })
+        .collect()
+        .await;
+    missing.sort_unstable();
+    missing
 }
 
 /// Asserts every key written by [`write_keys`] reads back.
@@ -298,13 +331,7 @@ pub async fn assert_keys(
     prefix: &str,
     n: usize,
 ) {
-    let mut missing = Vec::new();
-    for i in 0..n {
-        let v: Option<String> = conn.get(format!("{prefix}:{i}")).await.expect("GET");
-        if v.as_deref() != Some(format!("v:{i}").as_str()) {
-            missing.push(i);
-        }
-    }
+    let missing = missing_keys(conn, prefix, n).await;
     assert!(
         missing.is_empty(),
         "{} of {n} keys lost or wrong, e.g. {:?}",
