@@ -227,7 +227,7 @@ async fn apply(kredis: Arc<KRedis>, ctx: &Arc<Context>) -> Result<Action, Error>
         .filter(|p| !pod_plan.delete.contains(&p.name))
         .cloned()
         .collect();
-    let members = topology::members(&live, &view);
+    let members = topology::members(&live, &view, &cluster);
     let mut failure = None;
     let mut outcome = if starting > 0 && healthy {
         Outcome::Waiting(format!("waiting for {starting} pod(s) to start"))

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Pod;
 use kredis_api::{labels, PortLayout, ValidatedCluster};
-use kredis_engine::model::{ClusterView, NodeAddr};
+use kredis_engine::model::{ClusterView, NodeAddr, Role};
 use kredis_engine::plan::Member;
 use kube::ResourceExt;
 
@@ -129,10 +129,46 @@ impl PodFacts {
 /// terminating pod whose node still belongs to the cluster (a master among them is handed
 /// over gracefully). A terminating pod whose node was already detached, or that no longer
 /// answers, is left out: its process is about to go, and a dead master is failed over by force.
-pub fn members(pods: &[PodFacts], view: &ClusterView) -> Vec<Member> {
+///
+/// When a kept shard has more running pods than it wants (replicasPerMaster went down), the
+/// replicas with the highest indexes are marked terminating, so the engine releases those and
+/// the cluster's ports shrink back into its range.
+pub fn members(pods: &[PodFacts], view: &ClusterView, cluster: &ValidatedCluster) -> Vec<Member> {
     let mut sorted: Vec<&PodFacts> = pods.iter().filter(|p| is_member(p, view)).collect();
     sorted.sort_by_key(|p| (p.index, p.name.clone()));
-    sorted.into_iter().filter_map(PodFacts::member).collect()
+    let per_shard = 1 + cluster.replicas_per_master as usize;
+    let mut retire: BTreeSet<&str> = BTreeSet::new();
+    let mut by_shard: BTreeMap<u32, Vec<&PodFacts>> = BTreeMap::new();
+    for p in sorted.iter().filter(|p| p.state == PodState::Running) {
+        if let Some(s) = p.shard.filter(|s| *s < cluster.masters) {
+            by_shard.entry(s).or_default().push(p);
+        }
+    }
+    for pods in by_shard.values() {
+        let excess = pods.len().saturating_sub(per_shard);
+        let serves_slots = |p: &PodFacts| {
+            p.addr()
+                .as_ref()
+                .and_then(|a| view.id_at(a))
+                .and_then(|id| view.nodes.get(id))
+                .is_some_and(|n| n.role == Role::Master && !n.slots.is_empty())
+        };
+        retire.extend(
+            pods.iter()
+                .rev()
+                .filter(|p| !serves_slots(p))
+                .take(excess)
+                .map(|p| p.name.as_str()),
+        );
+    }
+    sorted
+        .into_iter()
+        .filter_map(|p| {
+            let mut m = p.member()?;
+            m.terminating |= retire.contains(p.name.as_str());
+            Some(m)
+        })
+        .collect()
 }
 
 /// Whether a pod takes part in the cluster (see [`members`]).
@@ -343,6 +379,25 @@ mod tests {
     }
 
     #[test]
+    fn surplus_replicas_with_the_highest_indexes_retire() {
+        // replicasPerMaster 2 -> 1: shard 0 has pods 0, 3 and 6; nobody answered, so no pod
+        // is known to serve slots and the two highest indexes beyond the wanted count retire.
+        let c = cluster(1, 1);
+        let pods = vec![
+            facts(0, 0, PodState::Running),
+            facts(3, 0, PodState::Running),
+            facts(1, 0, PodState::Running),
+        ];
+        let m = members(&pods, &ClusterView::default(), &c);
+        let retired: Vec<_> = m
+            .iter()
+            .filter(|m| m.terminating)
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(retired, vec!["c-3"]);
+    }
+
+    #[test]
     fn immutable_ports_are_reported() {
         let c = cluster(1, 0);
         let mut p = facts(0, 0, PodState::Running);
@@ -364,7 +419,7 @@ mod tests {
             facts(3, 1, PodState::Gone),
         ];
         // Nobody answered: a terminating pod is not a member (its process is going or gone).
-        let m = members(&pods, &ClusterView::default());
+        let m = members(&pods, &ClusterView::default(), &cluster(2, 1));
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].name, "c-0");
         assert!(!m[0].terminating);
