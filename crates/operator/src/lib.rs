@@ -5,6 +5,7 @@
 //! - [`pod`] (pure): the pod of one Redis node;
 //! - [`status`] (pure): the KRedis status from pods and the engine's view;
 //! - [`auth`] (API server): the password Secret;
+//! - [`services`] (API server): per-cluster Services and PodDisruptionBudgets;
 //! - [`hook`] (API server, Events): the engine step hook (deletion stop, progress, Events);
 //! - [`reconcile`] (API server + Redis): one pass, observe -> validate -> plan -> execute -> report;
 //! - [`controller`]: the kube-runtime Controller and the HTTP API, until shutdown;
@@ -20,6 +21,7 @@ pub mod http;
 pub mod metrics;
 pub mod pod;
 pub mod reconcile;
+pub mod services;
 pub mod status;
 pub mod topology;
 

@@ -35,6 +35,7 @@ use crate::context::Context;
 use crate::error::{chain, Error};
 use crate::hook::{truncate, Hook, Running};
 use crate::pod::build_pod;
+use crate::services;
 use crate::status::{self, Outcome};
 use crate::topology::{self, PodFacts, PodState};
 
@@ -278,6 +279,11 @@ async fn apply(kredis: Arc<KRedis>, ctx: &Arc<Context>) -> Result<Action, Error>
     // Replacements whose old node id the engine just forgot can start right away.
     let created = create_pods(ctx, &kredis, &cluster, &pods_api, &pod_plan.create).await?;
     label_pods(ctx, &pods_api, &facts, &view).await?;
+    let mut shards_with_pods: BTreeMap<u32, usize> = BTreeMap::new();
+    for s in facts.iter().filter_map(|p| p.shard) {
+        *shards_with_pods.entry(s).or_default() += 1;
+    }
+    services::apply(&ctx.client, &cluster, &shards_with_pods).await?;
     let pending = facts
         .iter()
         .filter(|p| p.state == PodState::Pending)

@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{assert_keys, start, write_keys};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kredis_api::{KRedisStatus, NodeRole};
 use kube::api::{Api, ListParams};
 use kube::ResourceExt;
@@ -131,6 +132,7 @@ async fn create_then_scale_masters_and_replicas_keeping_every_key() {
 
     let mut conn = h.cluster_client("cache").await;
     write_keys(&mut conn, "k", KEYS).await;
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(h.client.clone(), "default");
 
     for (masters, replicas) in [(5, 1), (3, 1), (3, 2), (3, 0), (3, 1)] {
         h.patch_spec(
@@ -148,6 +150,31 @@ async fn create_then_scale_masters_and_replicas_keeping_every_key() {
         h.check("cache").await;
         let mut conn = h.cluster_client("cache").await;
         assert_keys(&mut conn, "k", KEYS).await;
+        // One disruption budget per shard, removed with the shard.
+        let pdbs = common::eventually("one PDB per shard", Duration::from_secs(30), || async {
+            let list = budgets.list(&ListParams::default()).await.ok()?;
+            let mut names: Vec<String> = list.items.iter().map(|p| p.name_any()).collect();
+            names.sort();
+            (names.len() == masters).then_some(names)
+        })
+        .await;
+        assert!(
+            pdbs.iter().all(|n| n.starts_with("cache-shard-")),
+            "{pdbs:?}"
+        );
+    }
+    // Stable names for clients that do not use the HTTP API.
+    let services: Api<Service> = Api::namespaced(h.client.clone(), "default");
+    for (svc, role) in [
+        ("cache", None),
+        ("cache-masters", Some("master")),
+        ("cache-replicas", Some("replica")),
+    ] {
+        let s = services.get(svc).await.expect("Service");
+        let spec = s.spec.expect("spec");
+        assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+        let selector = spec.selector.expect("selector");
+        assert_eq!(selector.get("kredis.io/role").map(String::as_str), role);
     }
 
     // Slot moves and pod changes were reported as Events.
