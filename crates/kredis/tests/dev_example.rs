@@ -63,7 +63,10 @@ fn dev_example_becomes_ready_and_stops_cleanly_on_sigint() {
                 }
                 seen.push(line);
             }
-            Err(_) => panic!("the example never became Ready; output:\n{}", seen.join("\n")),
+            Err(_) => panic!(
+                "the example never became Ready; output:\n{}",
+                seen.join("\n")
+            ),
         }
     }
     let out = seen.join("\n");
@@ -91,13 +94,20 @@ fn dev_example_becomes_ready_and_stops_cleanly_on_sigint() {
 
     // SIGINT: exits 0 and leaves no redis-server of the example behind.
     let pid = guard.0.id().to_string();
-    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(s) = guard.0.try_wait().expect("wait") {
             break s;
         }
-        assert!(Instant::now() < deadline, "kredis dev did not stop on SIGINT");
+        assert!(
+            Instant::now() < deadline,
+            "kredis dev did not stop on SIGINT"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "kredis dev exited with {status}");
