@@ -106,6 +106,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             namespace: None,
             http_addr,
             config: OperatorConfig::default(),
+            leader_election: None,
         };
         println!("operator: running in-process; HTTP API at http://{http_addr} (try /v1/clusters)");
         operator = Some(tokio::spawn(kredis_operator::run(client, options, async {

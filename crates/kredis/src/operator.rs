@@ -5,7 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use kredis_operator::leader::{LeaderElection, LeaseTimings};
 use kredis_operator::{OperatorConfig, RunOptions};
+
+/// The Lease every replica competes for.
+const LEASE_NAME: &str = "kredis-operator";
 
 /// Arguments of `kredis operator`.
 #[derive(Debug, clap::Args)]
@@ -19,9 +23,16 @@ pub struct OperatorArgs {
     /// Address of the HTTP API (/v1/..., /metrics, /healthz, /readyz).
     #[arg(long, env = "KREDIS_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
-    /// Use a Lease so only one replica reconciles (not built yet: refused rather than ignored).
-    #[arg(long)]
+    /// Reconcile only while holding the Lease `kredis-operator` (run 2+ replicas for a
+    /// standby that takes over within the lease duration; every replica serves the HTTP API).
+    #[arg(long, env = "KREDIS_LEADER_ELECT")]
     leader_elect: bool,
+    /// Namespace of the leader Lease (default: the pod's namespace from POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// This replica's identity in the Lease and in Events (default: POD_NAME, else host-pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
 }
 
 /// A kube client from a kubeconfig file, or the default chain.
@@ -42,15 +53,26 @@ pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client
 }
 
 pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !args.leader_elect,
-        "--leader-elect is not available in this version: run a single replica"
-    );
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "kredis".into());
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    anyhow::ensure!(!identity.is_empty(), "--identity must not be empty");
     let client = client(args.kubeconfig.as_ref()).await?;
+    let config = OperatorConfig {
+        instance: identity.clone(),
+        ..OperatorConfig::default()
+    };
     let options = RunOptions {
         namespace: args.namespace,
         http_addr: args.http_addr,
-        config: OperatorConfig::default(),
+        config,
+        leader_election: args.leader_elect.then(|| LeaderElection {
+            namespace: args.lease_namespace.clone(),
+            name: LEASE_NAME.into(),
+            identity,
+            timings: LeaseTimings::default(),
+        }),
     };
     kredis_operator::run(client, options, crate::signal::shutdown())
         .await

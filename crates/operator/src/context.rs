@@ -63,6 +63,8 @@ pub struct Context {
     pub store: Store<KRedis>,
     /// Settings.
     pub config: OperatorConfig,
+    /// Whether this replica holds the leader Lease (None: no election).
+    pub leading: Option<tokio::sync::watch::Receiver<bool>>,
     admins: Mutex<HashMap<String, (Option<String>, Admin)>>,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -88,9 +90,21 @@ impl Context {
             metrics,
             store,
             config,
+            leading: None,
             admins: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Makes every engine step check that this replica still leads.
+    pub fn with_leadership(mut self, leading: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.leading = Some(leading);
+        self
+    }
+
+    /// Whether this replica may act (it leads, or there is no election).
+    pub fn may_act(&self) -> bool {
+        self.leading.as_ref().is_none_or(|l| *l.borrow())
     }
 
     /// The admin connection pool of cluster `key`, rebuilt when its password changes.

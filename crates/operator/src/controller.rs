@@ -14,12 +14,14 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kredis_api::{labels, KRedis};
 use kube::runtime::controller::Controller;
-use kube::runtime::watcher;
+use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::context::{Context, OperatorConfig};
 use crate::http::{router, ApiState};
+use crate::leader::{self, LeaderElection};
 use crate::metrics::Metrics;
 use crate::reconcile::{error_policy, reconcile};
 
@@ -32,6 +34,8 @@ pub struct RunOptions {
     pub http_addr: SocketAddr,
     /// Per-reconcile settings.
     pub config: OperatorConfig,
+    /// Reconcile only while holding this Lease (None: always; one replica only).
+    pub leader_election: Option<LeaderElection>,
 }
 
 /// Why the operator could not run.
@@ -87,57 +91,133 @@ pub async fn serve(
     let shutdown = shutdown.boxed().shared();
     let ns = options.namespace.as_deref();
     let metrics = Arc::new(Metrics::new());
-    let controller = Controller::new(api::<KRedis>(&client, ns), watcher::Config::default())
-        .owns(
-            api::<Pod>(&client, ns),
-            watcher::Config::default().labels(&format!("{}={}", labels::NAME, labels::APP_NAME)),
-        )
-        .owns(
-            api::<Secret>(&client, ns),
-            watcher::Config::default().labels(&format!(
-                "{}={}",
-                labels::MANAGED_BY_KEY,
-                labels::MANAGED_BY
-            )),
-        );
-    let store = controller.store();
-    let ready = Arc::new(AtomicBool::new(false));
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        store.clone(),
-        metrics.clone(),
-        options.config.clone(),
-    ));
 
-    let local = listener.local_addr().unwrap_or(options.http_addr);
-    info!(addr = %local, "HTTP API listening");
-    let app = router(ApiState {
-        store: store.clone(),
-        metrics,
-        ready: ready.clone(),
+    // The HTTP API reads its own watch cache: a standby that does not reconcile still
+    // answers (MISSION: the address API must survive the leader).
+    let (reader, writer) = reflector::store::<KRedis>();
+    let cache = reflector(
+        writer,
+        watcher(api::<KRedis>(&client, ns), watcher::Config::default()).default_backoff(),
+    )
+    .for_each(|event| async move {
+        if let Err(e) = event {
+            warn!(error = %e, "KRedis watch failed; retrying");
+        }
     });
-    let http = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone());
-
+    let ready = Arc::new(AtomicBool::new(false));
     let mark_ready = {
-        let store = store.clone();
+        let reader = reader.clone();
+        let ready = ready.clone();
         async move {
-            if store.wait_until_ready().await.is_ok() {
+            if reader.wait_until_ready().await.is_ok() {
                 ready.store(true, Ordering::Relaxed);
-                info!("watch cache filled: every KRedis is being reconciled");
             }
         }
     };
-    let run = controller
-        .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((obj, _)) => debug!(cluster = %obj, "reconciled"),
-                Err(e) => warn!(error = %e, "controller error"),
-            }
-        });
-    let (http, _, _) = tokio::join!(http, run, mark_ready);
-    http.map_err(RunError::Serve)?;
+    let local = listener.local_addr().unwrap_or(options.http_addr);
+    info!(addr = %local, "HTTP API listening");
+    let app = router(ApiState {
+        store: reader,
+        metrics: metrics.clone(),
+        ready,
+    });
+    let http = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone());
+
+    let (leading_tx, leading) = watch::channel(options.leader_election.is_none());
+    // Aborted when `serve` returns or is dropped: a dropped operator must not keep renewing.
+    let _election = options.leader_election.clone().map(|e| {
+        let client = client.clone();
+        AbortOnDrop(tokio::spawn(leader::run(client, e, leading_tx)))
+    });
+    let controllers = reconcile_while_leading(
+        client.clone(),
+        options.clone(),
+        metrics,
+        leading,
+        shutdown.clone(),
+    );
+    let background = async {
+        tokio::join!(cache, mark_ready);
+    };
+    let result = tokio::select! {
+        (http, ()) = async { tokio::join!(http, controllers) } => http.map_err(RunError::Serve),
+        () = background => Ok(()),
+    };
     info!("operator stopped");
-    Ok(())
+    result
+}
+
+/// Completes when leadership is lost; never when there is no election (the sender is gone).
+async fn lost(leading: &mut watch::Receiver<bool>) {
+    if leading.wait_for(|l| !*l).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs the controller whenever this replica leads, until `shutdown`. Losing the lease drops
+/// the controller at once (every in-flight reconcile with it): a reconcile cut short is what
+/// a crash leaves, which the next leader repairs, while two reconciling replicas would race.
+async fn reconcile_while_leading(
+    client: Client,
+    options: RunOptions,
+    metrics: Arc<Metrics>,
+    mut leading: watch::Receiver<bool>,
+    shutdown: futures::future::Shared<futures::future::BoxFuture<'static, ()>>,
+) {
+    loop {
+        tokio::select! {
+            r = leading.wait_for(|l| *l) => if r.is_err() { return },
+            () = shutdown.clone() => return,
+        }
+        info!("leading: starting the controller");
+        let ns = options.namespace.as_deref();
+        let controller = Controller::new(api::<KRedis>(&client, ns), watcher::Config::default())
+            .owns(
+                api::<Pod>(&client, ns),
+                watcher::Config::default().labels(&format!(
+                    "{}={}",
+                    labels::NAME,
+                    labels::APP_NAME
+                )),
+            )
+            .owns(
+                api::<Secret>(&client, ns),
+                watcher::Config::default().labels(&format!(
+                    "{}={}",
+                    labels::MANAGED_BY_KEY,
+                    labels::MANAGED_BY
+                )),
+            );
+        let ctx = Arc::new(
+            Context::new(
+                client.clone(),
+                controller.store(),
+                metrics.clone(),
+                options.config.clone(),
+            )
+            .with_leadership(leading.clone()),
+        );
+        let run = controller
+            .graceful_shutdown_on(shutdown.clone())
+            .run(reconcile, error_policy, ctx)
+            .for_each(|result| async move {
+                match result {
+                    Ok((obj, _)) => debug!(cluster = %obj, "reconciled"),
+                    Err(e) => warn!(error = %e, "controller error"),
+                }
+            });
+        tokio::select! {
+            () = run => return,
+            () = lost(&mut leading) => warn!("lost the lease: controller stopped"),
+        }
+    }
 }

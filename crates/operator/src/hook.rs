@@ -99,6 +99,9 @@ impl StepHook for Hook {
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             self.count_progress();
+            if !self.ctx.may_act() {
+                return Err("this operator replica lost the leader lease: stopping".into());
+            }
             if self.deleting() {
                 return Err("the KRedis is being deleted: stopping the operation".into());
             }

@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -187,9 +188,15 @@ pub fn cluster_nodes(kredis: &KRedis) -> Nodes {
 async fn nodes(
     State(state): State<ApiState>,
     Path((ns, name)): Path<(String, String)>,
-    Query(query): Query<NodesQuery>,
+    // Taken as a Result: axum's own rejection of a malformed query (`?role=a&role=b`) is a
+    // text/plain 400, and every error of this API is JSON (found by tests/http_api.rs).
+    query: Result<Query<NodesQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
+    let query = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
     let Some(kredis) = state.store.get(&ObjectRef::new(&name).within(&ns)) else {
         return error(
             StatusCode::NOT_FOUND,

@@ -9,6 +9,7 @@
 //! - [`hook`] (API server, Events): the engine step hook (deletion stop, progress, Events);
 //! - [`reconcile`] (API server + Redis): one pass, observe -> validate -> plan -> execute -> report;
 //! - [`controller`]: the kube-runtime Controller and the HTTP API, until shutdown;
+//! - [`leader`] (API server): Lease-based leader election;
 //! - [`http`], [`metrics`]: the read-only API and Prometheus metrics.
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ pub mod controller;
 pub mod error;
 pub mod hook;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod pod;
 pub mod reconcile;

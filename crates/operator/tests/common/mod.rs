@@ -33,6 +33,14 @@ pub struct Operator {
 impl Operator {
     /// Starts the operator against `client`.
     pub async fn start(client: kube::Client) -> Operator {
+        Self::start_with(client, None).await
+    }
+
+    /// Starts an operator that reconciles only while it holds the election's Lease.
+    pub async fn start_with(
+        client: kube::Client,
+        election: Option<kredis_operator::leader::LeaderElection>,
+    ) -> Operator {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the HTTP API");
@@ -41,7 +49,13 @@ impl Operator {
         let options = RunOptions {
             namespace: None,
             http_addr: http,
-            config: OperatorConfig::default(),
+            config: OperatorConfig {
+                instance: election
+                    .as_ref()
+                    .map_or_else(|| "test".to_string(), |e| e.identity.clone()),
+                ..OperatorConfig::default()
+            },
+            leader_election: election,
         };
         let task = tokio::spawn(kredis_operator::serve(client, listener, options, async {
             let _ = stopped.await;
@@ -354,4 +368,25 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A plain HTTP/1.1 GET on loopback: (status code, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
 }
