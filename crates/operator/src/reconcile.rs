@@ -130,6 +130,20 @@ async fn cleanup(kredis: Arc<KRedis>, ctx: &Context) -> Result<Action, Error> {
         "the cluster is being deleted; pods are removed by garbage collection".into(),
     )
     .await;
+    // Best effort: the object is on its way out, and a failed write must not block that.
+    let api: Api<KRedis> =
+        Api::namespaced(ctx.client.clone(), &kredis.namespace().unwrap_or_default());
+    let patch = json!({"status": {"phase": Phase::Deleting, "operation": null}});
+    if let Err(e) = api
+        .patch_status(
+            &kredis.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        warn!(error = %e, "failed to report phase Deleting");
+    }
     ctx.forget(&k);
     ctx.metrics
         .forget_cluster(&kredis.namespace().unwrap_or_default(), &kredis.name_any());
@@ -151,6 +165,8 @@ async fn publish(ctx: &Context, kredis: &KRedis, type_: EventType, reason: &str,
 
 /// Every step of the reconcile proper.
 async fn apply(kredis: Arc<KRedis>, ctx: &Arc<Context>) -> Result<Action, Error> {
+    // Port overlap is judged against every KRedis: wait for the first full list.
+    let _ = ctx.store.wait_until_ready().await;
     let others: Vec<KRedis> = ctx.store.state().iter().map(|k| (**k).clone()).collect();
     let cluster = match validate(&kredis, &others) {
         Ok(c) => c,

@@ -267,3 +267,55 @@ async fn deleted_worker_node_loses_no_shard() {
     assert_keys(&mut h.cluster_client("zone").await, "k", 1000).await;
     println!("worker node loss: replaced {lost_pods:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_shard_follows_recover_lost_slots() {
+    let h = start(3, true).await;
+    h.create(
+        "lossy",
+        json!({"masters": 3, "replicasPerMaster": 0, "basePort": 19000}),
+    )
+    .await;
+    h.create(
+        "strict",
+        json!({"masters": 3, "replicasPerMaster": 0, "basePort": 19100, "recoverLostSlots": false}),
+    )
+    .await;
+    h.ready("lossy").await;
+    h.ready("strict").await;
+    for name in ["lossy", "strict"] {
+        let (pod, host, port) = a_master(&h, name).await;
+        let killed = tokio::process::Command::new("pkill")
+            .args(["-KILL", "-f", &format!("redis-server {host}:{port} ")])
+            .status()
+            .await
+            .unwrap();
+        assert!(killed.success(), "{name}: no redis-server for {pod}");
+    }
+    // A cache: the lost shard's slots are served again, empty, and the shard is rebuilt.
+    common::eventually(
+        "lossy degraded or healing",
+        Duration::from_secs(30),
+        || async {
+            let s = h.kredis().get("lossy").await.ok()?.status?;
+            (s.phase != Some(kredis_api::Phase::Ready)).then_some(())
+        },
+    )
+    .await;
+    let lossy = h.ready("lossy").await;
+    assert_eq!(lossy.slots_assigned, 16384);
+    h.check("lossy").await;
+    // Strict: the slots stay unserved, the phase says Degraded, nothing is invented.
+    let strict = common::eventually("strict degraded", Duration::from_secs(60), || async {
+        let s = h.kredis().get("strict").await.ok()?.status?;
+        (s.phase == Some(kredis_api::Phase::Degraded) && s.slots_assigned < 16384).then_some(s)
+    })
+    .await;
+    println!("strict: {} slots served", strict.slots_assigned);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let again = h.kredis().get("strict").await.unwrap().status.unwrap();
+    assert_eq!(
+        again.slots_assigned, strict.slots_assigned,
+        "lost slots were served"
+    );
+}
