@@ -217,7 +217,10 @@ async fn reconcile_while_leading(
             });
         tokio::select! {
             () = run => return,
-            () = lost(&mut leading) => warn!("lost the lease: controller stopped"),
+            () = lost(&mut leading) => {
+                warn!("lost the lease: controller stopped");
+                metrics.forget_all_clusters();
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Prometheus metrics of the operator (prometheus-client), served at `/metrics`. No network
-//! of its own. Names and labels are a contract (dashboards and alerts use them); the README
-//! lists them.
+//! of its own. Names and labels are a contract (dashboards and alerts use them);
+//! `docs/monitoring.md` lists them, and `tests/monitoring.rs` checks that every name the
+//! dashboard and the alerts use is exported here.
 
 use std::sync::atomic::AtomicU64;
 
@@ -280,6 +281,16 @@ impl Metrics {
             .and_then(|n| n.parse::<i64>().ok())
             .unwrap_or(0);
         self.ready_nodes.get_or_create(&l).set(ready_nodes);
+        // Counters exist from the first status on, so rate()/increase() see their first step.
+        self.slots_migrated.get_or_create(&l);
+        self.keys_migrated.get_or_create(&l);
+        for mode in ["graceful", "force", "takeover"] {
+            self.failovers.get_or_create(&FailoverLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                mode: mode.into(),
+            });
+        }
         if let Some(phase) = status.phase {
             self.set_phase(namespace, name, Some(phase));
         }
@@ -305,6 +316,22 @@ impl Metrics {
         }
     }
 
+    /// Removes every per-cluster gauge: a replica that stopped leading no longer knows the
+    /// clusters' state, and stale values would mix with the new leader's.
+    pub fn forget_all_clusters(&self) {
+        for f in [
+            &self.ready_masters,
+            &self.ready_replicas,
+            &self.desired_masters,
+            &self.desired_replicas,
+            &self.slots_assigned,
+            &self.ready_nodes,
+        ] {
+            f.clear();
+        }
+        self.phase.clear();
+    }
+
     /// Removes every per-cluster series of a deleted cluster.
     pub fn forget_cluster(&self, namespace: &str, name: &str) {
         let l = ClusterLabels {
@@ -320,6 +347,15 @@ impl Metrics {
             &self.ready_nodes,
         ] {
             f.remove(&l);
+        }
+        self.slots_migrated.remove(&l);
+        self.keys_migrated.remove(&l);
+        for mode in ["graceful", "force", "takeover"] {
+            self.failovers.remove(&FailoverLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                mode: mode.into(),
+            });
         }
         self.set_phase(namespace, name, None);
     }
