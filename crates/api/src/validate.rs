@@ -11,7 +11,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::ResourceExt;
 
-use crate::types::{KRedis, KRedisSpec, MaxMemoryPolicy};
+use crate::types::{KRedis, KRedisSpec, MaxMemoryPolicy, Phase};
 
 /// Upper bound on masters. Redis Cluster's gossip is designed for about 1000 nodes.
 pub const MAX_MASTERS: u32 = 500;
@@ -301,8 +301,9 @@ impl ValidatedCluster {
 /// all namespaces: host ports are shared by the whole node). `others` may include `kredis`
 /// itself; it is skipped.
 ///
-/// Overlapping host ports are blamed on the younger cluster (by creationTimestamp, then
-/// namespace/name), so a running cluster never turns Invalid because a newcomer collides.
+/// Overlapping host ports are blamed on the cluster whose current spec the operator has not
+/// accepted yet, then on the younger one (by creationTimestamp, then namespace/name), so a
+/// running cluster never turns Invalid because a newcomer or a neighbour's edit collides.
 pub fn validate(
     kredis: &KRedis,
     others: &[KRedis],
@@ -527,7 +528,7 @@ fn check_host_ports(
                     errors.push(ValidationError::new(
                         "spec.basePort",
                         format!(
-                            "{my_kind} ports {}-{} overlap the {their_kind} ports {}-{} of KRedis {}/{}: choose a basePort whose client (basePort+i), exporter (+5000) and bus (+10000) ranges are all free",
+                            "{my_kind} ports {}-{} overlap the {their_kind} ports {}-{} of KRedis {}/{}: choose a basePort whose client (basePort+i), exporter (+5000) and bus (+10000) ranges are all free (basePort is immutable: an existing cluster needs fewer masters or replicasPerMaster)",
                             my_range.start(),
                             my_range.end(),
                             their_range.start(),
@@ -558,10 +559,33 @@ fn other_ranges(spec: &KRedisSpec) -> Option<[(&'static str, RangeInclusive<u32>
     Some(host_ranges(base, pods))
 }
 
-/// Order of creation: objects never stored (no timestamp) count as the youngest.
-fn age_key(k: &KRedis) -> (bool, Option<k8s_openapi::jiff::Timestamp>, String, String) {
+/// Not accepted, never stored, creationTimestamp, namespace, name.
+type Precedence = (
+    bool,
+    bool,
+    Option<k8s_openapi::jiff::Timestamp>,
+    String,
+    String,
+);
+
+/// Precedence in a host-port collision (the greater key is blamed): first whether the current
+/// spec was accepted (a status for this generation whose phase is not Invalid), then the order
+/// of creation, objects never stored (no timestamp) counting as the youngest.
+///
+/// Acceptance comes first because creation order alone blamed running clusters (found by
+/// `crates/operator/tests/bad_input.rs`): a scale-out of an older cluster into a younger
+/// neighbour's ranges was accepted and the untouched neighbour turned Invalid at its next
+/// resync; and creationTimestamp has whole seconds, so of two clusters created in the same
+/// second the name decided, and a cluster already creating pods could lose to a later one.
+fn age_key(k: &KRedis) -> Precedence {
+    let accepted = k.status.as_ref().is_some_and(|s| {
+        s.observed_generation.is_some()
+            && s.observed_generation == k.metadata.generation
+            && s.phase.is_some_and(|p| p != Phase::Invalid)
+    });
     let ts = k.metadata.creation_timestamp.as_ref().map(|t| t.0);
     (
+        !accepted,
         ts.is_none(),
         ts,
         k.namespace().unwrap_or_default(),
