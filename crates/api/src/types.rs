@@ -68,12 +68,13 @@ pub const DEFAULT_CLUSTER_NODE_TIMEOUT_MILLIS: i32 = 5000;
         json_path = ".metadata.creationTimestamp"
     )
 )]
-// The highest port a hostNetwork cluster uses is the bus port of its last pod. CEL integers are
+// The highest port a hostNetwork cluster uses is the bus port of the index after its last pod
+// (reserved for the temporary replica of a rolling update). CEL integers are
 // 64-bit, so this cannot overflow.
 #[x_kube(validation = Rule::new(
-    "!self.hostNetwork || self.basePort + self.masters * (1 + self.replicasPerMaster) - 1 + 10000 <= 65535"
+    "!self.hostNetwork || self.basePort + self.masters * (1 + self.replicasPerMaster) + 10000 <= 65535"
 ).message(
-    "in hostNetwork mode the highest bus port, basePort + masters*(1+replicasPerMaster) - 1 + 10000, must be <= 65535: lower basePort or the number of pods"
+    "in hostNetwork mode the highest bus port, basePort + masters*(1+replicasPerMaster) + 10000 (one index is reserved for rolling updates), must be <= 65535: lower basePort or the number of pods"
 ))]
 #[serde(rename_all = "camelCase")]
 pub struct KRedisSpec {

@@ -20,6 +20,10 @@ pub const MAX_REPLICAS_PER_MASTER: u32 = 5;
 /// Upper bound on pods (Redis nodes) of one cluster. Also keeps a cluster's client, exporter
 /// and bus ranges (5000 apart) from overlapping each other, and pod indexes to 3 digits.
 pub const MAX_PODS: u32 = 1000;
+/// Indexes a cluster reserves beyond its pods: the temporary extra replica a rolling update of
+/// a shard without replicas needs (the operator's rollout), so that it never lands on another
+/// cluster's ports.
+pub const SURGE_PODS: u32 = 1;
 /// Offset of the cluster bus port from the client port (fixed by Redis).
 pub const BUS_PORT_OFFSET: u32 = 10000;
 /// Offset of the exporter port from the client port in hostNetwork mode.
@@ -498,18 +502,20 @@ fn check_host_ports(
         return None;
     }
     let pods = pods?;
-    let highest_bus = base + pods - 1 + BUS_PORT_OFFSET;
+    // Every index up to `pods` (one past the last pod: the rolling-update surge) must fit.
+    let reserved = pods + SURGE_PODS;
+    let highest_bus = base + reserved - 1 + BUS_PORT_OFFSET;
     if highest_bus > u32::from(u16::MAX) {
         errors.push(ValidationError::new(
             "spec.basePort",
             format!(
-                "with {pods} pods from basePort {base} the highest bus port would be {highest_bus} (> 65535): set basePort to at most {}",
-                u32::from(u16::MAX) + 1 - pods - BUS_PORT_OFFSET
+                "with {pods} pods (+{SURGE_PODS} reserved for rolling updates) from basePort {base} the highest bus port would be {highest_bus} (> 65535): set basePort to at most {}",
+                u32::from(u16::MAX) + 1 - reserved - BUS_PORT_OFFSET
             ),
         ));
         return None;
     }
-    let mine = host_ranges(base, pods);
+    let mine = host_ranges(base, reserved);
     let my_key = age_key(kredis);
     for other in others {
         if other.namespace() == kredis.namespace() && other.name_any() == kredis.name_any() {
@@ -543,7 +549,7 @@ fn check_host_ports(
     }
     Some(PortLayout::HostNetwork {
         base: u16::try_from(base).ok()?,
-        max_pods: pods,
+        max_pods: reserved,
     })
 }
 
@@ -556,7 +562,7 @@ fn other_ranges(spec: &KRedisSpec) -> Option<[(&'static str, RangeInclusive<u32>
         .unwrap_or(0)
         .min(MAX_REPLICAS_PER_MASTER);
     let pods = (masters * (1 + replicas)).min(MAX_PODS);
-    Some(host_ranges(base, pods))
+    Some(host_ranges(base, pods + SURGE_PODS))
 }
 
 /// Not accepted, never stored, creationTimestamp, namespace, name.

@@ -41,8 +41,8 @@ fn invalid_specs_are_rejected_with_what_to_fix() {
         ("negative replicas", "cache", |s| s.replicas_per_master = -1, "spec.replicasPerMaster: -1 is out of range: set a value from 0 to 5"),
         ("too many replicas", "cache", |s| s.replicas_per_master = 6, "spec.replicasPerMaster: 6 is out of range"),
         ("too many pods", "cache", |s| { s.masters = 300; s.replicas_per_master = 3; s.base_port = 2000 }, "1200 pods exceeds the limit of 1000: lower masters or replicasPerMaster"),
-        ("bus port overflow", "cache", |s| s.base_port = 55531, "the highest bus port would be 65536 (> 65535): set basePort to at most 55530"),
-        ("bus port overflow by far", "cache", |s| { s.base_port = 55000; s.masters = 500 }, "with 1000 pods from basePort 55000 the highest bus port would be 65999 (> 65535): set basePort to at most 54536"),
+        ("bus port overflow", "cache", |s| s.base_port = 55530, "the highest bus port would be 65536 (> 65535): set basePort to at most 55529"),
+        ("bus port overflow by far", "cache", |s| { s.base_port = 55000; s.masters = 500 }, "with 1000 pods (+1 reserved for rolling updates) from basePort 55000 the highest bus port would be 66000 (> 65535): set basePort to at most 54535"),
         ("privileged base port", "cache", |s| s.base_port = 80, "spec.basePort: 80 is a privileged port: set basePort to 1024 or more"),
         ("negative base port", "cache", |s| s.base_port = -1, "spec.basePort: -1 is negative"),
         ("empty image", "cache", |s| s.image = " ".into(), "spec.image: image is empty"),
@@ -108,12 +108,14 @@ fn default_spec_is_valid_and_carries_everything_downstream_needs() {
         v.ports,
         PortLayout::HostNetwork {
             base: 10000,
-            max_pods: 6
+            max_pods: 7
         }
     );
     let p = v.ports.ports(5).expect("index 5 in range");
     assert_eq!((p.client, p.exporter, p.bus), (10005, 15005, 20005));
-    assert_eq!(v.ports.ports(6), None);
+    // Index 6 is the reserved rolling-update index; 7 is outside.
+    assert_eq!(v.ports.ports(6).map(|p| p.client), Some(10006));
+    assert_eq!(v.ports.ports(7), None);
     assert_eq!(
         v.auth,
         AuthMode::Secret {
@@ -145,10 +147,11 @@ fn valid_variants() {
     .expect("valid");
     let p = v.ports.ports(42).expect("any index");
     assert_eq!((p.client, p.bus, p.exporter), (6379, 16379, 9121));
-    // Highest allowed bus port is exactly 65535.
-    let v = validate(&kredis("edge", |s| s.base_port = 55530), &[]).expect("valid");
-    assert_eq!(v.ports.ports(5).map(|p| p.bus), Some(65535));
-    assert!(validate(&kredis("edge", |s| s.base_port = 55531), &[]).is_err());
+    // Highest allowed bus port is exactly 65535, for the index after the last pod (reserved
+    // for the temporary replica of a rolling update).
+    let v = validate(&kredis("edge", |s| s.base_port = 55529), &[]).expect("valid");
+    assert_eq!(v.ports.ports(6).map(|p| p.bus), Some(65535));
+    assert!(validate(&kredis("edge", |s| s.base_port = 55530), &[]).is_err());
     // One master, no replicas, auth off, an existing Secret, extra config, max memory.
     let v = validate(
         &kredis("small", |s| {
@@ -183,13 +186,14 @@ fn valid_variants() {
 #[test]
 fn overlapping_host_ports_reject_the_younger_cluster_only() {
     let old = created(kredis("old", |_| {}), 1_000);
-    // Exporter range of `old` (15000-15005) is the client range of `new` (PITFALLS 30).
+    // Exporter range of `old` (15000-15006, six pods and the rolling-update index) is the client
+    // range of `new` (PITFALLS 30).
     let new = created(kredis("new", |s| s.base_port = 15000), 2_000);
     let errors = validate(&new, &[old.clone(), new.clone()]).expect_err("overlap");
     let text = errors[0].to_string();
     assert!(
         text.contains(
-            "client ports 15000-15005 overlap the exporter ports 15000-15005 of KRedis default/old"
+            "client ports 15000-15006 overlap the exporter ports 15000-15006 of KRedis default/old"
         ),
         "{text}"
     );
@@ -197,10 +201,10 @@ fn overlapping_host_ports_reject_the_younger_cluster_only() {
         validate(&old, &[old.clone(), new.clone()]).is_ok(),
         "the older cluster stays valid"
     );
-    // Bus range of `old` (20000-20005) against client range of a third.
+    // Bus range of `old` (20000-20006) against client range of a third.
     let bus = created(kredis("bus", |s| s.base_port = 20003), 3_000);
     let text = validate(&bus, std::slice::from_ref(&old)).expect_err("overlap")[0].to_string();
-    assert!(text.contains("overlap the bus ports 20000-20005"), "{text}");
+    assert!(text.contains("overlap the bus ports 20000-20006"), "{text}");
     // Other namespaces share the node's ports too; pod-network clusters do not count.
     let mut elsewhere = created(kredis("old", |_| {}), 500);
     elsewhere.metadata.namespace = Some("other".into());
@@ -208,7 +212,7 @@ fn overlapping_host_ports_reject_the_younger_cluster_only() {
     let podnet = created(kredis("podnet", |s| s.host_network = false), 1);
     assert!(validate(&old, &[podnet]).is_ok());
     // Adjacent ranges are fine.
-    let next = created(kredis("next", |s| s.base_port = 10006), 4_000);
+    let next = created(kredis("next", |s| s.base_port = 10007), 4_000);
     assert!(validate(&next, &[old]).is_ok());
 }
 

@@ -3,6 +3,7 @@
 //! Modules by reconcile step (each opens with its contract and whether it touches the network):
 //! - [`topology`] (pure): pods -> engine members, which pods to create or delete;
 //! - [`pod`] (pure): the pod of one Redis node;
+//! - [`rollout`] (pure plan; Redis for live settings): changes without downtime;
 //! - [`status`] (pure): the KRedis status from pods and the engine's view;
 //! - [`auth`] (API server): the password Secret;
 //! - [`services`] (API server): per-cluster Services and PodDisruptionBudgets;
@@ -23,6 +24,7 @@ pub mod leader;
 pub mod metrics;
 pub mod pod;
 pub mod reconcile;
+pub mod rollout;
 pub mod services;
 pub mod status;
 pub mod topology;

@@ -282,14 +282,14 @@ impl Metrics {
             .unwrap_or(0);
         self.ready_nodes.get_or_create(&l).set(ready_nodes);
         // Counters exist from the first status on, so rate()/increase() see their first step.
-        self.slots_migrated.get_or_create(&l);
-        self.keys_migrated.get_or_create(&l);
+        drop(self.slots_migrated.get_or_create(&l));
+        drop(self.keys_migrated.get_or_create(&l));
         for mode in ["graceful", "force", "takeover"] {
-            self.failovers.get_or_create(&FailoverLabels {
+            drop(self.failovers.get_or_create(&FailoverLabels {
                 namespace: namespace.into(),
                 name: name.into(),
                 mode: mode.into(),
-            });
+            }));
         }
         if let Some(phase) = status.phase {
             self.set_phase(namespace, name, Some(phase));

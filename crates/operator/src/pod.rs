@@ -123,19 +123,18 @@ pub fn build_pod(cluster: &ValidatedCluster, index: u32, shard: u32) -> Result<P
     })
 }
 
-/// A stable hash (FNV-1a, 64 bit, hex) of every input that shapes a pod except its index and
-/// shard: two pods with the same hash were built from the same spec. Stable across operator
+/// A stable hash (FNV-1a, 64 bit, hex) of every input that needs a new pod to change (not the
+/// index or shard): two pods with the same hash run the same spec. Stable across operator
 /// builds, so an upgrade alone never marks pods stale.
 pub fn spec_hash(cluster: &ValidatedCluster) -> String {
+    // Only what needs a new process: settings Redis takes live are applied with CONFIG SET
+    // (crate::rollout) and never replace a pod.
     let inputs = serde_json::json!({
         "image": cluster.image,
         "resources": cluster.resources,
-        "maxMemory": cluster.max_memory,
-        "maxMemoryPolicy": cluster.max_memory_policy.as_redis(),
-        "nodeTimeout": cluster.cluster_node_timeout.as_millis() as u64,
         "auth": cluster.auth.secret_name(),
         "exporter": cluster.exporter_image,
-        "config": cluster.config,
+        "config": crate::rollout::restart_config(cluster),
         "hostNetwork": cluster.ports.host_network(),
     });
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -466,17 +465,20 @@ mod tests {
     #[test]
     fn index_outside_the_layout_is_an_error() {
         let c = cluster(KRedisSpec::default());
+        // The index after the last pod is reserved for a rolling update's temporary replica.
+        assert!(build_pod(&c, c.pod_count(), 0).is_ok());
         assert!(matches!(
-            build_pod(&c, c.pod_count(), 0),
+            build_pod(&c, c.pod_count() + 1, 0),
             Err(BuildError::IndexOutOfRange { .. })
         ));
     }
 
     #[test]
-    fn spec_hash_tracks_inputs_not_counts() {
+    fn spec_hash_tracks_restart_inputs_not_counts_or_live_settings() {
         let a = cluster(KRedisSpec::default());
         let b = cluster(KRedisSpec {
             masters: 5,
+            max_memory: Some("1gb".into()),
             ..KRedisSpec::default()
         });
         let c = cluster(KRedisSpec {

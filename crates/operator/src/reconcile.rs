@@ -34,7 +34,8 @@ use crate::auth::{self, Password};
 use crate::context::Context;
 use crate::error::{chain, Error};
 use crate::hook::{truncate, Hook, Running};
-use crate::pod::build_pod;
+use crate::pod::{self, build_pod};
+use crate::rollout;
 use crate::services;
 use crate::status::{self, Outcome};
 use crate::topology::{self, PodFacts, PodState};
@@ -244,7 +245,11 @@ async fn apply(kredis: Arc<KRedis>, ctx: &Arc<Context>) -> Result<Action, Error>
         .filter(|p| !pod_plan.delete.contains(&p.name))
         .cloned()
         .collect();
-    let members = topology::members(&live, &view, &cluster);
+    // A rolling update of a cluster without replicas keeps one temporary replica per shard
+    // being renewed; the engine must attach it, not release it.
+    let engine_replicas = cluster.replicas_per_master
+        + u32::from(rollout::surging(&cluster, &live, &pod::spec_hash(&cluster)));
+    let members = topology::members(&live, &view, &cluster, engine_replicas);
     let mut failure = None;
     let mut outcome = if starting > 0 && healthy {
         Outcome::Waiting(format!("waiting for {starting} pod(s) to start"))
@@ -253,7 +258,13 @@ async fn apply(kredis: Arc<KRedis>, ctx: &Arc<Context>) -> Result<Action, Error>
     } else {
         let (kind, phase) = operation_kind(&cluster, &view, healing, kredis.status.as_ref());
         match Box::pin(run_engine(
-            ctx, &kredis, &cluster, &admin, &members, kind, phase,
+            ctx,
+            &kredis,
+            &cluster,
+            &admin,
+            &members,
+            engine_replicas,
+            (kind, phase),
         ))
         .await
         {
@@ -304,7 +315,7 @@ async fn apply(kredis: Arc<KRedis>, ctx: &Arc<Context>) -> Result<Action, Error>
         .iter()
         .filter(|p| p.state == PodState::Pending)
         .count();
-    let operation = (created + pending > 0).then(|| OperationStatus {
+    let mut operation = (created + pending > 0).then(|| OperationStatus {
         kind: if healing { "ReplacePods" } else { "CreatePods" }.into(),
         step: format!("waiting for {} pod(s) to start", created + pending),
         progress: Some(format!(
@@ -316,6 +327,19 @@ async fn apply(kredis: Arc<KRedis>, ctx: &Arc<Context>) -> Result<Action, Error>
             cluster.pod_count()
         )),
     });
+    // Rolling changes, once no failure is being handled, and never in a pass that just created
+    // a pod (`facts` does not show it yet: the rollout would think the cluster stable and take
+    // the next pod, two at a time).
+    if !healing && created == 0 && !matches!(outcome, Outcome::Failed { .. }) {
+        if let Some((op, o)) = roll(
+            ctx, &kredis, &cluster, &admin, &pods_api, &facts, &view, &ghosts,
+        )
+        .await?
+        {
+            operation = Some(op);
+            outcome = o;
+        }
+    }
     if let (Outcome::Converged, Some(op)) = (&outcome, &operation) {
         outcome = Outcome::Waiting(op.step.clone());
     }
@@ -344,6 +368,109 @@ async fn apply(kredis: Arc<KRedis>, ctx: &Arc<Context>) -> Result<Action, Error>
     } else {
         ctx.config.busy_requeue
     }))
+}
+
+/// One step of a rolling change (see [`rollout`]): live settings first, then at most one
+/// pod replaced. Returns the operation to report and the outcome, when something is under way.
+#[allow(clippy::too_many_arguments)]
+async fn roll(
+    ctx: &Context,
+    kredis: &KRedis,
+    cluster: &ValidatedCluster,
+    admin: &Admin,
+    pods_api: &Api<Pod>,
+    facts: &[PodFacts],
+    view: &ClusterView,
+    ghosts: &BTreeSet<u16>,
+) -> Result<Option<(OperationStatus, Outcome)>, Error> {
+    let (_, failures) = rollout::apply_live(admin, view, &rollout::live_settings(cluster)).await;
+    if !failures.is_empty() {
+        let message = format!(
+            "failed to apply settings live (CONFIG SET): {}",
+            failures.join("; ")
+        );
+        publish(
+            ctx,
+            kredis,
+            EventType::Warning,
+            "LiveConfigFailed",
+            message.clone(),
+        )
+        .await;
+        let op = OperationStatus {
+            kind: "LiveConfig".into(),
+            step: message.clone(),
+            progress: None,
+        };
+        let category = "live-config".to_string();
+        return Ok(Some((op, Outcome::Failed { category, message })));
+    }
+    let plan = rollout::plan(cluster, facts, view, &pod::spec_hash(cluster));
+    let progress = Some(format!(
+        "{}/{} pods updated",
+        plan.total - plan.stale,
+        plan.total
+    ));
+    let op = |step: String| OperationStatus {
+        kind: "RollingUpdate".into(),
+        step,
+        progress: progress.clone(),
+    };
+    Ok(match plan.step {
+        rollout::Step::Done => None,
+        rollout::Step::Delete { pod, why } => {
+            let step = format!("replacing pod {pod}: {why}");
+            publish(
+                ctx,
+                kredis,
+                EventType::Normal,
+                "RollingUpdate",
+                step.clone(),
+            )
+            .await;
+            delete_pod(ctx, kredis, pods_api, &pod, false).await?;
+            Some((op(step.clone()), Outcome::Waiting(step)))
+        }
+        rollout::Step::Surge { shard } => {
+            let Some(index) = topology::surge_index(cluster, facts, ghosts) else {
+                let w = "waiting for a free index for a temporary replica".to_string();
+                return Ok(Some((op(w.clone()), Outcome::Waiting(w))));
+            };
+            let step = format!(
+                "adding a temporary replica to shard {shard} so its master can be failed over"
+            );
+            publish(
+                ctx,
+                kredis,
+                EventType::Normal,
+                "RollingUpdate",
+                step.clone(),
+            )
+            .await;
+            create_pods(ctx, kredis, cluster, pods_api, &[(index, shard)]).await?;
+            Some((op(step.clone()), Outcome::Waiting(step)))
+        }
+        rollout::Step::Wait(w) => Some((op(w.clone()), Outcome::Waiting(w))),
+        rollout::Step::Blocked(message) => {
+            let already = kredis.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == status::DEGRADED && c.reason == "RolloutBlocked")
+            });
+            if !already {
+                publish(
+                    ctx,
+                    kredis,
+                    EventType::Warning,
+                    "RolloutBlocked",
+                    message.clone(),
+                )
+                .await;
+            }
+            let category = "RolloutBlocked".to_string();
+            Some((op(message.clone()), Outcome::Failed { category, message }))
+        }
+    })
 }
 
 /// What kind of operation this pass runs, for `status.operation` and the phase.
@@ -380,8 +507,8 @@ async fn run_engine(
     cluster: &ValidatedCluster,
     admin: &Admin,
     members: &[kredis_engine::plan::Member],
-    kind: &'static str,
-    phase: Phase,
+    replicas: u32,
+    (kind, phase): (&'static str, Phase),
 ) -> Result<Report, ConvergeError> {
     let running = Arc::new(Running::default());
     let executor = Executor::new(admin.clone(), ctx.config.exec.clone());
@@ -394,7 +521,7 @@ async fn run_engine(
     let executor = executor.with_hook(hook.clone());
     let desired = Desired {
         masters: cluster.masters as usize,
-        replicas_per_master: cluster.replicas_per_master as usize,
+        replicas_per_master: replicas as usize,
     };
     let policy = Policy {
         recover_lost_slots: cluster.recover_lost_slots,

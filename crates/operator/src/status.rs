@@ -149,6 +149,9 @@ pub fn build(inputs: &Inputs<'_>, now: &Time) -> KRedisStatus {
     if not_ready.is_empty() && !problems.is_empty() {
         not_ready.push(problems.join("; "));
     }
+    if let Some(op) = &inputs.operation {
+        not_ready.push(format!("{} in progress: {}", op.kind, op.step));
+    }
     let ready = not_ready.is_empty();
 
     let phase = if ready {
@@ -175,7 +178,8 @@ pub fn build(inputs: &Inputs<'_>, now: &Time) -> KRedisStatus {
     } else {
         ("NotReady", not_ready.join("; "))
     };
-    let progressing = matches!(phase, Phase::Creating | Phase::Scaling | Phase::Healing);
+    let progressing = matches!(phase, Phase::Creating | Phase::Scaling | Phase::Healing)
+        || inputs.operation.is_some();
     let (deg_status, deg_reason, deg_message) = match outcome {
         Outcome::Failed { category, message } => (true, category.as_str(), message.clone()),
         _ if phase == Phase::Degraded => (
@@ -205,7 +209,9 @@ pub fn build(inputs: &Inputs<'_>, now: &Time) -> KRedisStatus {
         condition(
             PROGRESSING,
             progressing,
-            if progressing {
+            if let Some(op) = &inputs.operation {
+                op.kind.as_str()
+            } else if progressing {
                 phase_name(phase)
             } else {
                 "Idle"

@@ -27,6 +27,10 @@ pub enum PodState {
     /// The process is gone for good (`Failed`/`Succeeded` with `restartPolicy: Never`), or its
     /// worker node is gone: the pod only needs deleting.
     Gone,
+    /// Redis exited by itself before the pod ever joined the cluster (a bad setting, a
+    /// broken image): the pod is kept for `kubectl logs`, not recreated in a loop, and the
+    /// rollout that made it stops until the spec changes.
+    FailedToStart,
 }
 
 /// What the operator reads from one pod.
@@ -56,6 +60,8 @@ pub struct PodFacts {
     pub labels: BTreeMap<String, String>,
     /// [`crate::pod::spec_hash`] recorded at creation.
     pub spec_hash: Option<String>,
+    /// Why the redis container cannot start (image missing, not runnable...), if it waits.
+    pub waiting_reason: Option<String>,
 }
 
 impl PodFacts {
@@ -70,7 +76,20 @@ impl PodFacts {
             .and_then(|s| s.pod_ip.clone())
             .filter(|ip| !ip.is_empty());
         let node_gone = node.as_ref().is_some_and(|n| !nodes.contains(n));
-        let state = if matches!(phase, "Failed" | "Succeeded") || node_gone {
+        let redis_status = status
+            .and_then(|s| s.container_statuses.as_ref())
+            .into_iter()
+            .flatten()
+            .find(|c| c.name == crate::pod::REDIS_CONTAINER);
+        let exit_code = redis_status
+            .and_then(|c| c.state.as_ref()?.terminated.as_ref())
+            .map(|t| t.exit_code);
+        // Killed by a signal (128+n) is a crash or an eviction, not a start-up failure.
+        let exited_by_itself = exit_code.is_some_and(|c| c != 0 && c < 128);
+        let never_joined = !labels.contains_key(labels::NODE_ID);
+        let state = if phase == "Failed" && !node_gone && exited_by_itself && never_joined {
+            PodState::FailedToStart
+        } else if matches!(phase, "Failed" | "Succeeded") || node_gone {
             PodState::Gone
         } else if pod.metadata.deletion_timestamp.is_some() {
             PodState::Terminating
@@ -84,8 +103,18 @@ impl PodFacts {
             .into_iter()
             .flatten()
             .any(|c| c.type_ == "Ready" && c.status == "True");
+        // A redis container that waits for anything but its normal start is stuck.
+        let waiting_reason = match (state, exit_code) {
+            (PodState::FailedToStart, Some(code)) => {
+                Some(format!("redis exited with code {code} at start"))
+            }
+            _ => redis_status
+                .and_then(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
+                .filter(|r| !matches!(r.as_str(), "ContainerCreating" | "PodInitializing")),
+        };
         PodFacts {
             name: pod.name_any(),
+            waiting_reason,
             index: parse(labels::INDEX),
             shard: parse(labels::SHARD),
             client_port: pod_port(pod, CLIENT_PORT_NAME),
@@ -130,13 +159,18 @@ impl PodFacts {
 /// over gracefully). A terminating pod whose node was already detached, or that no longer
 /// answers, is left out: its process is about to go, and a dead master is failed over by force.
 ///
-/// When a kept shard has more running pods than it wants (replicasPerMaster went down), the
-/// replicas with the highest indexes are marked terminating, so the engine releases those and
+/// When a kept shard has more running pods than `replicas` + 1 (replicasPerMaster went down),
+/// the replicas with the highest indexes are marked terminating, so the engine releases those and
 /// the cluster's ports shrink back into its range.
-pub fn members(pods: &[PodFacts], view: &ClusterView, cluster: &ValidatedCluster) -> Vec<Member> {
+pub fn members(
+    pods: &[PodFacts],
+    view: &ClusterView,
+    cluster: &ValidatedCluster,
+    replicas: u32,
+) -> Vec<Member> {
     let mut sorted: Vec<&PodFacts> = pods.iter().filter(|p| is_member(p, view)).collect();
     sorted.sort_by_key(|p| (p.index, p.name.clone()));
-    let per_shard = 1 + cluster.replicas_per_master as usize;
+    let per_shard = 1 + replicas as usize;
     let mut retire: BTreeSet<&str> = BTreeSet::new();
     let mut by_shard: BTreeMap<u32, Vec<&PodFacts>> = BTreeMap::new();
     for p in sorted.iter().filter(|p| p.state == PodState::Running) {
@@ -181,7 +215,7 @@ pub fn is_member(pod: &PodFacts, view: &ClusterView) -> bool {
             .and_then(|a| view.id_at(a))
             .and_then(|id| view.observed.get(id))
             .is_some_and(|o| !o.is_alone()),
-        PodState::Pending | PodState::Gone => false,
+        PodState::Pending | PodState::Gone | PodState::FailedToStart => false,
     }
 }
 
@@ -228,6 +262,23 @@ pub fn ghost_ports(view: &ClusterView, pods: &[PodFacts]) -> BTreeSet<u16> {
         .collect()
 }
 
+/// The index for a temporary replica of a rolling update: the lowest free one of the whole
+/// layout (which reserves one index beyond the cluster's pods), never a dead node's port.
+pub fn surge_index(
+    cluster: &ValidatedCluster,
+    pods: &[PodFacts],
+    ghosts: &BTreeSet<u16>,
+) -> Option<u32> {
+    let used: BTreeSet<u32> = pods.iter().filter_map(|p| p.index).collect();
+    (0..=cluster.pod_count()).find(|i| {
+        !used.contains(i)
+            && cluster
+                .ports
+                .ports(*i)
+                .is_some_and(|p| !cluster.ports.host_network() || !ghosts.contains(&p.client))
+    })
+}
+
 /// Pods to create and pods to delete.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodPlan {
@@ -271,10 +322,10 @@ pub fn plan_pods(cluster: &ValidatedCluster, pods: &[PodFacts], ghosts: &BTreeSe
     }
     // Indexes stay taken until the pod object is gone, terminating and gone pods included.
     let used: BTreeSet<u32> = pods.iter().filter_map(|p| p.index).collect();
-    let (max_pods, host) = match cluster.ports {
-        PortLayout::HostNetwork { max_pods, .. } => (max_pods, true),
-        PortLayout::PodNetwork => (cluster.pod_count(), false),
-    };
+    // Regular pods use indexes 0..pods; the layout's one extra index is for the temporary
+    // replica of a rolling update ([`surge_index`]).
+    let max_pods = cluster.pod_count();
+    let host = cluster.ports.host_network();
     if !host && !ghosts.is_empty() {
         out.waiting.push(format!(
             "{} new pod(s) wait until {} dead node id(s) are forgotten",
@@ -338,6 +389,7 @@ mod tests {
             ready: true,
             labels: BTreeMap::new(),
             spec_hash: None,
+            waiting_reason: None,
         }
     }
 
@@ -388,7 +440,7 @@ mod tests {
             facts(3, 0, PodState::Running),
             facts(1, 0, PodState::Running),
         ];
-        let m = members(&pods, &ClusterView::default(), &c);
+        let m = members(&pods, &ClusterView::default(), &c, 1);
         let retired: Vec<_> = m
             .iter()
             .filter(|m| m.terminating)
@@ -419,7 +471,7 @@ mod tests {
             facts(3, 1, PodState::Gone),
         ];
         // Nobody answered: a terminating pod is not a member (its process is going or gone).
-        let m = members(&pods, &ClusterView::default(), &cluster(2, 1));
+        let m = members(&pods, &ClusterView::default(), &cluster(2, 1), 1);
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].name, "c-0");
         assert!(!m[0].terminating);

@@ -284,11 +284,12 @@ async fn invalid_specs_are_refused_or_reported_without_pods() {
     assert_eq!(long_name.len(), 60);
     let invalid = vec![
         Invalid {
-            // 600 pods from 55000: the highest bus port would be 65599 (the CEL rule's job).
+            // 600 pods (+1 reserved) from 55000: the highest bus port would be 65600 (the CEL
+            // rule's job).
             name: "bus-overflow".into(),
             spec: json!({"masters": 100, "replicasPerMaster": 5, "basePort": 55000}),
             field: "spec.basePort",
-            needles: &["65599", "> 65535", "set basePort to at most 54936"],
+            needles: &["65600", "> 65535", "set basePort to at most 54935"],
         },
         Invalid {
             // Within the schema's ranges, but 200*(1+5) = 1200 pods.

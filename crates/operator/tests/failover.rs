@@ -9,64 +9,12 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{assert_keys, start, write_keys, Harness};
+use common::{assert_keys, start, write_keys, writer, Harness, Writes};
 use kredis_api::NodeRole;
 use redis::AsyncCommands;
 use serde_json::json;
-
-/// What a background writer saw.
-struct Writes {
-    /// Keys whose SET was acknowledged.
-    acked: Vec<String>,
-    /// Failed SETs.
-    failed: usize,
-    /// From the first failed SET to the first success after the last failure.
-    window: Duration,
-}
-
-/// Writes `w:<n>` keys as fast as one connection allows until `stop`.
-fn writer(
-    mut conn: redis::cluster_async::ClusterConnection,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<Writes> {
-    tokio::spawn(async move {
-        let mut acked = Vec::new();
-        let mut failed = 0;
-        let mut first_fail: Option<Instant> = None;
-        let mut recovered: Option<Instant> = None;
-        let mut n = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let key = format!("w:{n}");
-            n += 1;
-            match conn.set::<_, _, ()>(&key, "x").await {
-                Ok(()) => {
-                    acked.push(key);
-                    if first_fail.is_some() && recovered.is_none() {
-                        recovered = Some(Instant::now());
-                    }
-                }
-                Err(_) => {
-                    failed += 1;
-                    first_fail.get_or_insert_with(Instant::now);
-                    recovered = None;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        let window = match (first_fail, recovered) {
-            (Some(a), Some(b)) => b - a,
-            _ => Duration::ZERO,
-        };
-        Writes {
-            acked,
-            failed,
-            window,
-        }
-    })
-}
 
 /// Pod, host and port of the master serving `slot 0`'s shard (any master works).
 async fn a_master(h: &Harness, name: &str) -> (String, String, i32) {

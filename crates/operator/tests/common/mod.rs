@@ -6,6 +6,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -389,4 +391,72 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (code, body)
+}
+
+/// What a background writer saw.
+pub struct Writes {
+    /// Keys whose SET was acknowledged.
+    pub acked: Vec<String>,
+    /// Failed SETs or GETs.
+    pub failed: usize,
+    /// From the first failed SET to the first success after the last failure.
+    pub window: Duration,
+}
+
+/// Writes `w:<n>` keys, reading an earlier one back after each, as fast as one connection
+/// allows until `stop`.
+pub fn writer(
+    mut conn: redis::cluster_async::ClusterConnection,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Writes> {
+    tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut failed = 0;
+        let mut first_fail: Option<Instant> = None;
+        let mut recovered: Option<Instant> = None;
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let key = format!("w:{n}");
+            n += 1;
+            let result = async {
+                conn.set::<_, _, ()>(&key, "x").await?;
+                // Read an earlier acknowledged key back: reads must keep working too.
+                if let Some(old) = acked.get(acked.len() / 2) {
+                    let v: Option<String> = conn.get(old).await?;
+                    if v.is_none() {
+                        return Err(redis::RedisError::from((
+                            redis::ErrorKind::Client,
+                            "acknowledged write not readable",
+                        )));
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    acked.push(key);
+                    if first_fail.is_some() && recovered.is_none() {
+                        recovered = Some(Instant::now());
+                    }
+                }
+                Err(_) => {
+                    failed += 1;
+                    first_fail.get_or_insert_with(Instant::now);
+                    recovered = None;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let window = match (first_fail, recovered) {
+            (Some(a), Some(b)) => b - a,
+            _ => Duration::ZERO,
+        };
+        Writes {
+            acked,
+            failed,
+            window,
+        }
+    })
 }

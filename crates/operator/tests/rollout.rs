@@ -1,0 +1,235 @@
+//! Rolling changes without downtime (the rolling-update issue): settings Redis takes live are
+//! applied with CONFIG SET and restart nothing; a change that needs new pods replaces them one
+//! at a time (replicas first, masters after a graceful failover, a temporary replica for
+//! shards without one) while a cluster client writes and reads with no failed command and no
+//! acknowledged write lost; a broken rollout stops after its first pod and is rolled back by
+//! reverting the spec.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{eventually, start, writer, Harness};
+use kredis_api::Phase;
+use kube::api::ListParams;
+use kube::ResourceExt;
+use redis::AsyncCommands;
+use serde_json::json;
+
+/// Pod name -> uid.
+async fn uids(h: &Harness, name: &str) -> BTreeMap<String, String> {
+    h.pods()
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={name}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| (p.name_any(), p.metadata.uid.unwrap_or_default()))
+        .collect()
+}
+
+/// `CONFIG GET key` on every node of the status.
+async fn config_everywhere(h: &Harness, name: &str, key: &str) -> Vec<String> {
+    let k = h.kredis().get(name).await.unwrap();
+    let pw = h.password(name).await;
+    let mut out = Vec::new();
+    for n in k.status.unwrap().nodes {
+        let addr = format!("{}:{}", n.host.unwrap(), n.port);
+        let url = match &pw {
+            Some(p) => format!("redis://:{p}@{addr}"),
+            None => format!("redis://{addr}"),
+        };
+        let mut c = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let v: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        out.push(v.get(1).cloned().unwrap_or_default());
+    }
+    out
+}
+
+/// Applies `spec` while a client writes and reads; returns when the rollout finished.
+async fn roll_under_load(h: &Harness, name: &str, spec: serde_json::Value) {
+    let before = uids(h, name).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let task = writer(h.cluster_client(name).await, stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.patch_spec(name, spec).await;
+    // Every pod replaced, then Ready; meanwhile never more than one pod out of service
+    // (terminating, or not yet ready) at a time.
+    let worst = Arc::new(AtomicUsize::new(0));
+    let before_ref = &before;
+    eventually("every pod replaced", Duration::from_secs(300), || {
+        let worst = worst.clone();
+        async move {
+            let pods = h
+                .pods()
+                .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={name}")))
+                .await
+                .ok()?
+                .items;
+            let out = pods
+                .iter()
+                .filter(|p| {
+                    p.metadata.deletion_timestamp.is_some()
+                        || !p
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| {
+                                c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                })
+                .count();
+            worst.fetch_max(out, Ordering::Relaxed);
+            let now = uids(h, name).await;
+            (now.len() == before_ref.len()
+                && now.values().all(|u| !before_ref.values().any(|b| b == u)))
+            .then_some(())
+        }
+    })
+    .await;
+    let worst = worst.load(Ordering::Relaxed);
+    assert!(worst <= 1, "{worst} pods were out of service at once");
+    h.ready(name).await;
+    stop.store(true, Ordering::Relaxed);
+    let writes = task.await.unwrap();
+    println!(
+        "{name}: rolled {} pods with {} writes acknowledged, {} failed commands, window {:?}",
+        before.len(),
+        writes.acked.len(),
+        writes.failed,
+        writes.window
+    );
+    assert_eq!(
+        writes.failed, 0,
+        "client commands failed during the rollout"
+    );
+    let mut conn = h.cluster_client(name).await;
+    let mut lost = 0;
+    for k in &writes.acked {
+        let v: Option<String> = conn.get(k).await.unwrap();
+        lost += usize::from(v.is_none());
+    }
+    assert_eq!(lost, 0, "acknowledged writes lost in the rollout");
+    h.check(name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_settings_restart_nothing_and_restarts_roll_with_replicas() {
+    let h = start(3, true).await;
+    h.create(
+        "roll",
+        json!({"masters": 3, "replicasPerMaster": 1, "basePort": 21000}),
+    )
+    .await;
+    h.ready("roll").await;
+    let before = uids(&h, "roll").await;
+
+    h.patch_spec(
+        "roll",
+        json!({"maxMemory": "64mb", "maxMemoryPolicy": "allkeys-lfu",
+               "config": {"slowlog-log-slower-than": "5000"}}),
+    )
+    .await;
+    eventually(
+        "live settings on every node",
+        Duration::from_secs(60),
+        || async {
+            let mm = config_everywhere(&h, "roll", "maxmemory").await;
+            let pol = config_everywhere(&h, "roll", "maxmemory-policy").await;
+            let slow = config_everywhere(&h, "roll", "slowlog-log-slower-than").await;
+            (mm.iter().all(|v| v == "67108864")
+                && pol.iter().all(|v| v == "allkeys-lfu")
+                && slow.iter().all(|v| v == "5000"))
+            .then_some(())
+        },
+    )
+    .await;
+    h.ready("roll").await;
+    assert_eq!(
+        uids(&h, "roll").await,
+        before,
+        "a live setting restarted pods"
+    );
+
+    // Resources shape the pod: every pod is replaced, one at a time.
+    roll_under_load(
+        &h,
+        "roll",
+        json!({"resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}}),
+    )
+    .await;
+    let status = h.ready("roll").await;
+    assert_eq!((status.ready_masters, status.ready_replicas), (3, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_roll_without_replicas_through_a_temporary_one() {
+    let h = start(3, true).await;
+    h.create(
+        "solo",
+        json!({"masters": 3, "replicasPerMaster": 0, "basePort": 22000}),
+    )
+    .await;
+    h.ready("solo").await;
+    roll_under_load(&h, "solo", json!({"config": {"tcp-backlog": "256"}})).await;
+    let status = h.ready("solo").await;
+    assert_eq!((status.ready_masters, status.ready_replicas), (3, 0));
+    assert_eq!(h.pod_names("solo").await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_rollout_stops_after_one_pod_and_reverting_rolls_back() {
+    let h = start(3, true).await;
+    h.create(
+        "oops",
+        json!({"masters": 3, "replicasPerMaster": 1, "basePort": 23000}),
+    )
+    .await;
+    h.ready("oops").await;
+    let before = uids(&h, "oops").await;
+    // A setting that needs new pods and that redis-server refuses at start: the first
+    // replacement exits at once.
+    h.patch_spec("oops", json!({"config": {"io-threads": "not-a-number"}}))
+        .await;
+    let blocked = eventually("rollout blocked", Duration::from_secs(90), || async {
+        let s = h.kredis().get("oops").await.ok()?.status?;
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded" && c.reason == "RolloutBlocked")?
+            .clone();
+        Some((s, c))
+    })
+    .await;
+    println!("blocked: {}", blocked.1.message);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = uids(&h, "oops").await;
+    let kept = before
+        .iter()
+        .filter(|(n, u)| during.get(*n) == Some(u))
+        .count();
+    assert_eq!(kept, before.len() - 1, "more than one pod was replaced");
+    // The cluster kept serving every slot with the old pods.
+    let s = h.kredis().get("oops").await.unwrap().status.unwrap();
+    assert_eq!(s.slots_assigned, 16384);
+    assert_ne!(s.phase, Some(Phase::Ready));
+
+    // Revert: the broken pod goes, the cluster is whole again on the old spec.
+    h.patch_spec("oops", json!({"config": null})).await;
+    let status = h.ready("oops").await;
+    assert_eq!((status.ready_masters, status.ready_replicas), (3, 3));
+    h.check("oops").await;
+}
