@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState, ServerConfig};
+use crate::audit::{AuditEntry, AuditLog};
 use crate::error::{ApiError, DevError};
 use crate::meta;
 use crate::store::{self, Store, WriteOptions};
@@ -36,6 +37,8 @@ pub struct DevClusterOptions {
     /// `127.<block>.<i>.<n>`. `kredis dev` uses 1 (DESIGN.md); tests running several clusters
     /// at once use [`DevClusterOptions::for_tests`] to get distinct blocks.
     pub address_block: u8,
+    /// Requests kept in the audit log ([`DevCluster::audit`]); 0 records none.
+    pub audit_capacity: usize,
 }
 
 impl DevClusterOptions {
@@ -50,6 +53,7 @@ impl DevClusterOptions {
             bookmark_interval: Duration::from_secs(10),
             max_watch: Duration::from_secs(1800),
             address_block: 1,
+            audit_capacity: crate::audit::DEFAULT_CAPACITY,
         }
     }
 
@@ -72,6 +76,7 @@ impl DevClusterOptions {
 #[derive(Debug)]
 pub struct DevCluster {
     store: Arc<Store>,
+    audit: Arc<AuditLog>,
     addr: SocketAddr,
     kubeconfig: PathBuf,
     dir: PathBuf,
@@ -104,8 +109,10 @@ impl DevCluster {
             max_watch: opts.max_watch,
             state_dir: Some(opts.dir.clone()),
         };
+        let audit = Arc::new(AuditLog::new(opts.audit_capacity));
         let state = AppState {
             store: store.clone(),
+            audit: audit.clone(),
             config: Arc::new(config),
             addr: addr.to_string(),
         };
@@ -129,6 +136,7 @@ impl DevCluster {
         write_kubeconfig(&kubeconfig, addr)?;
         let cluster = Self {
             store,
+            audit,
             addr,
             kubeconfig,
             dir: opts.dir,
@@ -162,8 +170,35 @@ impl DevCluster {
         &self.dir
     }
 
-    /// A kube-rs client for this server (default namespace `default`).
+    /// A kube-rs client for this server (default namespace `default`), as the anonymous
+    /// user: nothing is enforced, but the audit log tells callers apart.
     pub fn client(&self) -> Result<kube::Client, DevError> {
+        kube::Client::try_from(self.config()?).map_err(DevError::Client)
+    }
+
+    /// A kube-rs client authenticating as `user`: it sends `Authorization: Bearer <user>`,
+    /// and the audit log records its requests under that name (e.g.
+    /// `system:serviceaccount:kredis-system:kredis-operator`). Nothing is enforced.
+    pub fn client_as(&self, user: &str) -> Result<kube::Client, DevError> {
+        let bad = |message: String| DevError::Apply {
+            what: format!("user {user:?}"),
+            message,
+        };
+        if user.is_empty() || user.contains(char::is_whitespace) {
+            return Err(bad(
+                "a user name must be non-empty and without spaces".into()
+            ));
+        }
+        let value = axum::http::HeaderValue::from_str(&format!("Bearer {user}"))
+            .map_err(|e| bad(e.to_string()))?;
+        let mut config = self.config()?;
+        config
+            .headers
+            .push((axum::http::header::AUTHORIZATION, value));
+        kube::Client::try_from(config).map_err(DevError::Client)
+    }
+
+    fn config(&self) -> Result<kube::Config, DevError> {
         let uri: axum::http::Uri =
             self.url()
                 .parse()
@@ -171,8 +206,20 @@ impl DevCluster {
                     what: "url".into(),
                     message: e.to_string(),
                 })?;
-        let config = kube::Config::new(uri);
-        kube::Client::try_from(config).map_err(DevError::Client)
+        Ok(kube::Config::new(uri))
+    }
+
+    /// Every request the API server answered, oldest first (the newest
+    /// [`DevClusterOptions::audit_capacity`]): user, RBAC verb, group, resource, subresource,
+    /// namespace, name and response code. In-process controllers (scheduler, kubelets,
+    /// garbage collector) write to the store directly and do not appear.
+    pub fn audit(&self) -> Vec<AuditEntry> {
+        self.audit.entries()
+    }
+
+    /// Empties the audit log.
+    pub fn clear_audit(&self) {
+        self.audit.clear();
     }
 
     /// In-process access to the store (tests, tooling).

@@ -8,13 +8,14 @@
 //! Layout: [`store`] holds objects and the event history; [`admit`], [`schema`], [`patch`],
 //! [`apply`], [`fields`] implement write semantics; [`api`] is the HTTP layer; [`gc`] the
 //! garbage collectors; [`node`] the scheduler, node lifecycle and kubelets; [`cluster`] wires
-//! them.
+//! them; [`audit`] records every request for RBAC tests.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod admit;
 pub mod api;
 pub mod apply;
+pub mod audit;
 pub mod cluster;
 pub mod convert;
 pub mod error;
@@ -30,6 +31,7 @@ pub mod selector;
 pub mod store;
 pub mod table;
 
+pub use audit::AuditEntry;
 pub use cluster::{DevCluster, DevClusterOptions};
 pub use error::{ApiError, DevError};
 pub use foreground::run_until_signal;

@@ -326,6 +326,8 @@ impl ResourceInfo {
     }
 }
 
+const RBAC: &str = "rbac.authorization.k8s.io";
+
 fn builtins() -> Vec<ResourceInfo> {
     use ColumnSource as S;
     let name = || Column::new("Name", "string", S::Name);
@@ -461,6 +463,36 @@ fn builtins() -> Vec<ResourceInfo> {
                 "integer",
                 ".status.disruptionsAllowed",
             ),
+            age(),
+        ]),
+        // Stored only: no deployment controller creates ReplicaSets or pods.
+        ResourceInfo::builtin("apps", "v1", "deployments", "Deployment", true)
+            .short(&["deploy"])
+            .status()
+            .columns(vec![
+                name(),
+                Column::path("Replicas", "integer", ".spec.replicas"),
+                Column::path("Available", "integer", ".status.availableReplicas"),
+                age(),
+            ]),
+        // Stored only: nothing is authorized against them (the audit log records calls).
+        ResourceInfo::builtin(RBAC, "v1", "clusterroles", "ClusterRole", false),
+        ResourceInfo::builtin(
+            RBAC,
+            "v1",
+            "clusterrolebindings",
+            "ClusterRoleBinding",
+            false,
+        )
+        .columns(vec![
+            name(),
+            Column::path("Role", "string", ".roleRef.name"),
+            age(),
+        ]),
+        ResourceInfo::builtin(RBAC, "v1", "roles", "Role", true),
+        ResourceInfo::builtin(RBAC, "v1", "rolebindings", "RoleBinding", true).columns(vec![
+            name(),
+            Column::path("Role", "string", ".roleRef.name"),
             age(),
         ]),
         ResourceInfo::builtin(

@@ -5,6 +5,7 @@
 mod crd;
 mod dev;
 mod local;
+mod manifests;
 mod operator;
 mod signal;
 
@@ -29,6 +30,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// Print the KRedis CustomResourceDefinition as YAML.
     Crd,
+    /// Print the CRD and the operator's install manifests (RBAC, Deployment, Service) as YAML.
+    Manifests(manifests::ManifestsArgs),
     /// Run the kredis operator (controller + HTTP API) against a Kubernetes API server.
     Operator(operator::OperatorArgs),
 }
@@ -48,6 +51,9 @@ fn main() -> ExitCode {
     if let Command::Crd = cli.command {
         return exit_code(crd::run());
     }
+    if let Command::Manifests(args) = cli.command {
+        return exit_code(manifests::run(args));
+    }
     init_tracing();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -62,6 +68,7 @@ fn main() -> ExitCode {
             Command::Dev(args) => dev::run(args).await,
             Command::Operator(args) => operator::run(args).await,
             Command::Crd => crd::run(),
+            Command::Manifests(args) => manifests::run(args),
         }
     });
     exit_code(result)

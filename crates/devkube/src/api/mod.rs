@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tracing::Instrument;
 
+use crate::audit::{self, AuditLog};
 use crate::error::{ApiError, ApiResult};
 use crate::store::Store;
 
@@ -49,6 +50,8 @@ impl Default for ServerConfig {
 pub struct AppState {
     /// The store.
     pub store: Arc<Store>,
+    /// Where every request is recorded (user, verb, resource, code).
+    pub audit: Arc<AuditLog>,
     /// Tunables.
     pub config: Arc<ServerConfig>,
     /// The address clients use (for `/api`).
@@ -63,14 +66,32 @@ pub fn router(state: AppState) -> axum::Router {
 async fn handle(State(state): State<AppState>, req: Request) -> Response {
     let span = tracing::debug_span!("request", method = %req.method(), path = %req.uri().path());
     async move {
+        // Attributes come from the URL alone (as authorization sees them), before routing.
+        let query = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(req.uri())
+            .map(|q| q.0)
+            .unwrap_or_default();
+        let attrs = audit::attributes(req.method(), req.uri().path(), &query, req.headers());
+        let apply = req.method() == Method::PATCH
+            && req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| ct.starts_with("application/apply-patch"));
+        let audit = state.audit.clone();
         let result = dispatch(state, req).await;
-        match result {
+        let resp = match result {
             Ok(resp) => resp,
             Err(err) => {
                 tracing::debug!(code = err.code, reason = err.reason, message = %err.message, "request failed");
                 err.into_response()
             }
+        };
+        audit.record(&attrs, resp.status().as_u16());
+        if apply && resp.status() == StatusCode::CREATED {
+            // The real server authorizes an apply that creates its object as create too.
+            audit.record(&audit::creating_apply(&attrs), resp.status().as_u16());
         }
+        resp
     }
     .instrument(span)
     .await
