@@ -409,6 +409,107 @@ async fn http_api_serves_addresses_and_clients_connect_from_them() {
         .await
         .expect("GET");
     assert_eq!(v.as_deref(), Some("through-a-redirect"));
+
+    // redis-py's RedisCluster with replica reads, seeded only from the list: every read of a
+    // key it wrote answers, and the replicas served some of them.
+    let script = r#"
+import sys
+from redis.cluster import RedisCluster, ClusterNode
+seeds, password = sys.argv[1].split(","), sys.argv[2]
+nodes = [ClusterNode(h, int(p)) for h, p in (s.rsplit(":", 1) for s in seeds)]
+rc = RedisCluster(startup_nodes=nodes, password=password, read_from_replicas=True)
+for i in range(300):
+    rc.set(f"py:{i}", str(i))
+bad = [i for i in range(300) for _ in range(3) if rc.get(f"py:{i}") != str(i).encode()]
+served = {n.name for n in rc.get_nodes() if n.server_type == "replica"}
+print("OK" if not bad else f"BAD {bad[:5]}")
+print(sorted(served), file=sys.stderr)
+"#;
+    let replica_gets = |c: redis::aio::MultiplexedConnection| async move {
+        let mut c = c;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut c)
+            .await
+            .expect("INFO");
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut replica_conns = Vec::new();
+    for r in &want_replicas {
+        let c = redis::Client::open(format!("redis://:{password}@{r}"))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("replica connection");
+        replica_conns.push(c);
+    }
+    let mut before = 0;
+    for c in &replica_conns {
+        before += replica_gets(c.clone()).await;
+    }
+    // Replicas may still be syncing the keys just written: wait for offsets to match.
+    for m in &want_masters {
+        let mut c = redis::Client::open(format!("redis://:{password}@{m}"))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("master connection");
+        let _: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(5000)
+            .query_async(&mut c)
+            .await
+            .expect("WAIT");
+    }
+    // Redis 7 leaves a replica out of CLUSTER SLOTS until its master has heard (by gossip) a
+    // non-zero replication offset from it, so a client would not see replicas yet.
+    let seed_conn = redis::Client::open(format!("redis://:{password}@{}", seeds[0]))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("seed connection");
+    common::eventually("replicas in CLUSTER SLOTS", Duration::from_secs(30), || {
+        let mut c = seed_conn.clone();
+        async move {
+            let slots: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query_async(&mut c)
+                .await
+                .ok()?;
+            // start, end, master, then one entry per replica.
+            slots.iter().all(|r| r.len() > 3).then_some(())
+        }
+    })
+    .await;
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", script, &seeds.join(","), &password])
+        .output()
+        .await
+        .expect("python3 (scripts/install-deps.sh installs redis-py)");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).trim() == "OK",
+        "redis-py RedisCluster: {} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut after = 0;
+    for c in &replica_conns {
+        after += replica_gets(c.clone()).await;
+    }
+    assert!(
+        after > before,
+        "no read went to a replica ({before} -> {after} GETs); redis-py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "redis-py read_from_replicas: {} GETs served by replicas",
+        after - before
+    );
+
     eprintln!(
         "http_api_serves_addresses_and_clients_connect_from_them: {:?}",
         started.elapsed()
