@@ -117,7 +117,7 @@ pub struct KRedisSpec {
     #[serde(default)]
     pub resources: ResourceRequirements,
 
-    /// Optional `maxmemory`, in Redis notation: bytes or a number with unit k, kb, m, mb, g, gb
+    /// Optional `maxmemory` (applied live, no restart), in Redis notation: bytes or a number with unit k, kb, m, mb, g, gb
     /// (for example `1gb`, `512mb`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+([kKmMgG][bB]?|[bB])?$"))]
@@ -141,7 +141,9 @@ pub struct KRedisSpec {
     pub exporter: ExporterSpec,
 
     /// Extra redis.conf directives (name -> value). Directives the operator owns (ports,
-    /// cluster mode, passwords, persistence directory, ...) are rejected.
+    /// cluster mode, passwords, persistence directory, ...) are rejected. A change is applied
+    /// live with CONFIG SET where Redis allows it; directives Redis cannot change at run time
+    /// (io-threads, databases, tcp-backlog, ...) replace the pods one at a time.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
 
