@@ -96,6 +96,9 @@ fn phase_value(p: Phase) -> PhaseValue {
     }
 }
 
+/// Values of the `mode` label of `kredis_failovers_total`.
+pub const FAILOVER_MODES: [&str; 3] = ["graceful", "force", "takeover"];
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -284,7 +287,7 @@ impl Metrics {
         // Counters exist from the first status on, so rate()/increase() see their first step.
         drop(self.slots_migrated.get_or_create(&l));
         drop(self.keys_migrated.get_or_create(&l));
-        for mode in ["graceful", "force", "takeover"] {
+        for mode in FAILOVER_MODES {
             drop(self.failovers.get_or_create(&FailoverLabels {
                 namespace: namespace.into(),
                 name: name.into(),
@@ -319,17 +322,22 @@ impl Metrics {
     /// Removes every per-cluster gauge: a replica that stopped leading no longer knows the
     /// clusters' state, and stale values would mix with the new leader's.
     pub fn forget_all_clusters(&self) {
-        for f in [
+        for f in self.cluster_gauges() {
+            f.clear();
+        }
+        self.phase.clear();
+    }
+
+    /// Every per-cluster gauge family.
+    fn cluster_gauges(&self) -> [&Family<ClusterLabels, Gauge>; 6] {
+        [
             &self.ready_masters,
             &self.ready_replicas,
             &self.desired_masters,
             &self.desired_replicas,
             &self.slots_assigned,
             &self.ready_nodes,
-        ] {
-            f.clear();
-        }
-        self.phase.clear();
+        ]
     }
 
     /// Removes every per-cluster series of a deleted cluster.
@@ -338,19 +346,12 @@ impl Metrics {
             namespace: namespace.into(),
             name: name.into(),
         };
-        for f in [
-            &self.ready_masters,
-            &self.ready_replicas,
-            &self.desired_masters,
-            &self.desired_replicas,
-            &self.slots_assigned,
-            &self.ready_nodes,
-        ] {
+        for f in self.cluster_gauges() {
             f.remove(&l);
         }
         self.slots_migrated.remove(&l);
         self.keys_migrated.remove(&l);
-        for mode in ["graceful", "force", "takeover"] {
+        for mode in FAILOVER_MODES {
             self.failovers.remove(&FailoverLabels {
                 namespace: namespace.into(),
                 name: name.into(),
