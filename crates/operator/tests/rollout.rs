@@ -233,3 +233,48 @@ async fn broken_rollout_stops_after_one_pod_and_reverting_rolls_back() {
     assert_eq!((status.ready_masters, status.ready_replicas), (3, 3));
     h.check("oops").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_stops_a_rollout_between_pods() {
+    let h = start(3, true).await;
+    h.create(
+        "halt",
+        json!({"masters": 3, "replicasPerMaster": 1, "basePort": 26000}),
+    )
+    .await;
+    h.ready("halt").await;
+    let before = uids(&h, "halt").await;
+    h.patch_spec("halt", json!({"config": {"tcp-backlog": "256"}}))
+        .await;
+    // Pause as soon as the first pod was replaced.
+    eventually("a first pod replaced", Duration::from_secs(60), || async {
+        let now = uids(&h, "halt").await;
+        now.iter()
+            .any(|(n, u)| before.get(n).is_some_and(|b| b != u))
+            .then_some(())
+    })
+    .await;
+    h.patch_spec("halt", json!({"paused": true})).await;
+    // Let a pod being replaced finish its replacement, then nothing more may change.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let frozen = uids(&h, "halt").await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(uids(&h, "halt").await, frozen, "pods replaced while paused");
+    let renewed = frozen
+        .iter()
+        .filter(|(n, u)| before.get(*n) != Some(u))
+        .count();
+    assert!(
+        renewed < before.len(),
+        "the rollout finished despite the pause"
+    );
+    h.patch_spec("halt", json!({"paused": false})).await;
+    eventually("rollout finished", Duration::from_secs(180), || async {
+        let now = uids(&h, "halt").await;
+        (now.len() == before.len() && now.iter().all(|(n, u)| before.get(n) != Some(u)))
+            .then_some(())
+    })
+    .await;
+    h.ready("halt").await;
+    h.check("halt").await;
+}
