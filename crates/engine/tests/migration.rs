@@ -327,3 +327,119 @@ async fn pinned_shard_removed_is_drained_and_released() {
     h.assert_topology(3, 0).await;
     assert!(h.missing_keys("pin", 5000).await.is_empty());
 }
+
+/// The moves of a plan run concurrently (one queue of waves per source). When one target runs
+/// out of memory mid-plan, the move into it fails with OutOfMemory naming it, the other moves
+/// stop at a wave boundary or finish (and are rolled back), every key stays on some master,
+/// and the next converge repairs the open slots and finishes the scale-out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_moves_one_target_out_of_memory() {
+    use kredis_engine::exec::{Executor, StepError};
+    use kredis_engine::migrate::MigrateError;
+    use kredis_engine::plan::{plan, Step};
+
+    let mut h = Harness::start(3).await;
+    h.converge(3, 0).await;
+    let n = 20_000;
+    h.write_keys("oom", n).await;
+    h.add_node().await;
+    h.add_node().await;
+    let desired = Desired {
+        masters: 5,
+        replicas_per_master: 0,
+    };
+    let members = h.members();
+    let mut options = h.options.clone();
+    // Small waves: several per move, so the stop at a wave boundary is exercised.
+    options.migration.slots_in_flight = 32;
+    let executor = Executor::new(h.admin.clone(), options);
+    // Join the new nodes; the plan after that moves slots.
+    let moves = loop {
+        let view = h.view().await;
+        let p =
+            plan(&desired, &members, &view, &Policy::default()).unwrap_or_else(|e| panic!("{e}"));
+        if p.steps.iter().any(|s| matches!(s, Step::MoveSlots { .. })) {
+            break p;
+        }
+        assert!(!p.is_empty(), "nothing to do before the moves");
+        executor
+            .execute(&p)
+            .await
+            .unwrap_or_else(|e| panic!("{}", common::chain(&e)));
+    };
+    let targets: std::collections::BTreeSet<NodeAddr> = moves
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::MoveSlots { to, .. } => Some(to.addr.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(targets.len(), 2, "{:?}", moves.steps);
+    let full = targets
+        .iter()
+        .next_back()
+        .cloned()
+        .unwrap_or_else(|| panic!("no target"));
+    let set_maxmemory = |bytes: &'static str| {
+        let admin = h.admin.clone();
+        let addr = full.clone();
+        async move {
+            let c = admin.node(&addr).await.unwrap_or_else(|e| panic!("{e}"));
+            let mut cmd = redis::cmd("CONFIG");
+            cmd.arg("SET").arg("maxmemory").arg(bytes);
+            c.raw::<redis::Value>("CONFIG", cmd)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    };
+    set_maxmemory("1").await;
+    let err = executor
+        .execute(&moves)
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("a move into a full target must fail"));
+    let text = common::chain(&err);
+    assert!(
+        matches!(&err.step, Step::MoveSlots { to, .. } if to.addr == full),
+        "{text}"
+    );
+    assert!(
+        matches!(
+            &err.source,
+            StepError::Migrate(MigrateError::OutOfMemory { to, .. }) if to == &full
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(&full.to_string()) && text.contains("out of memory"),
+        "{text}"
+    );
+    for (_, step, _) in &err.also_failed {
+        assert!(matches!(step, Step::MoveSlots { .. }), "{text}");
+    }
+    assert!(
+        err.rollback
+            .undone
+            .iter()
+            .all(|s| matches!(s, Step::MoveSlots { .. })),
+        "{text}"
+    );
+    assert!(err.rollback.failed.is_empty(), "{text}");
+    assert_eq!(
+        h.total_keys().await,
+        n as u64,
+        "keys lost or duplicated: {text}"
+    );
+    set_maxmemory("0").await;
+    h.converge(5, 0).await;
+    h.assert_topology(5, 0).await;
+    let missing = h.missing_keys("oom", n).await;
+    assert!(
+        missing.is_empty(),
+        "{} missing, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    assert_eq!(h.total_keys().await, n as u64);
+}

@@ -22,7 +22,7 @@ use tracing::{info, instrument, warn};
 pub use ctx::Ctx;
 
 use crate::admin::{Admin, AdminError};
-use crate::migrate::{MigrateError, MigrationOptions, Progress};
+use crate::migrate::{MigrateError, MigrationOptions, Move, Progress};
 use crate::model::NodeAddr;
 use crate::plan::{NodeRef, Plan, Step};
 
@@ -52,6 +52,8 @@ pub struct ExecOptions {
     pub failover_timeout: Duration,
     /// Slot migration settings.
     pub migration: MigrationOptions,
+    /// Run consecutive MoveSlots steps of a plan concurrently (see [`Executor::execute`]).
+    pub concurrent_moves: bool,
 }
 
 impl Default for ExecOptions {
@@ -61,6 +63,7 @@ impl Default for ExecOptions {
             meet_timeout: MEET_TIMEOUT,
             failover_timeout: FAILOVER_TIMEOUT,
             migration: MigrationOptions::default(),
+            concurrent_moves: true,
         }
     }
 }
@@ -131,7 +134,7 @@ pub struct Rollback {
 
 /// A plan that failed.
 #[derive(Debug, thiserror::Error)]
-#[error("failed at step {index} ({step}); rolled back {} step(s){}", rollback.undone.len(), if rollback.failed.is_empty() { String::new() } else { format!(", {} undo step(s) failed", rollback.failed.len()) })]
+#[error("failed at step {index} ({step}){}; rolled back {} step(s){}", also(also_failed), rollback.undone.len(), if rollback.failed.is_empty() { String::new() } else { format!(", {} undo step(s) failed", rollback.failed.len()) })]
 pub struct ExecError {
     /// Index of the failed step in the plan.
     pub index: usize,
@@ -140,8 +143,25 @@ pub struct ExecError {
     /// Why it failed.
     #[source]
     pub source: StepError,
+    /// Other steps of the same concurrent group that failed or stopped early (index, step,
+    /// error), in plan order.
+    pub also_failed: Vec<(usize, Step, String)>,
     /// What rollback did.
     pub rollback: Rollback,
+}
+
+fn also(others: &[(usize, Step, String)]) -> String {
+    match others {
+        [] => String::new(),
+        _ => format!(
+            " (concurrently, also step(s) {})",
+            others
+                .iter()
+                .map(|(i, _, e)| format!("{i}: {e}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    }
 }
 
 /// What an executed step leaves on the undo stack.
@@ -198,33 +218,101 @@ impl Executor {
         );
         self.progress.set_total(plan);
         let mut undo_stack: Vec<(Step, Undo)> = Vec::new();
-        for (index, step) in plan.steps.iter().enumerate() {
-            let result = match &self.hook {
-                Some(h) => h.before_step(index, step).await.map_err(StepError::Hook),
-                None => Ok(()),
+        let mut index = 0;
+        while index < plan.steps.len() {
+            let group = if self.options.concurrent_moves {
+                concurrent_group(&plan.steps[index..])
+            } else {
+                1
             };
-            let result = match result {
-                Ok(()) => Self::run_step(&ctx, step).await,
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(undo) => {
-                    info!(index, step = %step, "step done");
-                    undo_stack.push((step.clone(), undo));
+            let steps = &plan.steps[index..index + group];
+            let failures = if group == 1 {
+                match self.hook_then_run(&ctx, index, &steps[0]).await {
+                    Ok(undo) => {
+                        info!(index, step = %steps[0], "step done");
+                        undo_stack.push((steps[0].clone(), undo));
+                        Vec::new()
+                    }
+                    Err(e) => vec![(index, steps[0].clone(), e)],
                 }
-                Err(source) => {
-                    warn!(index, step = %step, error = %source, "step failed; rolling back");
-                    let rollback = Self::rollback(&ctx, undo_stack).await;
-                    return Err(ExecError {
-                        index,
-                        step: step.clone(),
-                        source,
-                        rollback,
-                    });
+            } else {
+                self.run_group(&ctx, index, steps, &mut undo_stack).await
+            };
+            let mut failures = failures.into_iter();
+            if let Some((failed, step, source)) = failures.next() {
+                warn!(index = failed, step = %step, error = %source, "step failed; rolling back");
+                let also_failed = failures.map(|(i, s, e)| (i, s, format!("{e:#}"))).collect();
+                let rollback = Self::rollback(&ctx, undo_stack).await;
+                return Err(ExecError {
+                    index: failed,
+                    step,
+                    source,
+                    also_failed,
+                    rollback,
+                });
+            }
+            index += group;
+        }
+        Ok(())
+    }
+
+    /// The hook, then the step.
+    async fn hook_then_run(&self, ctx: &Ctx, index: usize, step: &Step) -> Result<Undo, StepError> {
+        if let Some(h) = &self.hook {
+            h.before_step(index, step).await.map_err(StepError::Hook)?;
+        }
+        Self::run_step(ctx, step).await
+    }
+
+    /// Runs `steps` (plan indexes from `first`) concurrently, as if in plan order: the hook
+    /// runs for each before any starts (a hook failure starts none from there on); the
+    /// first failure makes the others stop at their next wave boundary; every step that
+    /// completed pushes its undo, in plan order, so a rollback undoes them newest first.
+    /// Returns the failures in plan order, the steps a failure stopped early included.
+    async fn run_group(
+        &self,
+        ctx: &Ctx,
+        first: usize,
+        steps: &[Step],
+        undo_stack: &mut Vec<(Step, Undo)>,
+    ) -> Vec<(usize, Step, StepError)> {
+        let mut failures = Vec::new();
+        let mut runnable = steps.len();
+        if let Some(h) = &self.hook {
+            for (k, step) in steps.iter().enumerate() {
+                if let Err(e) = h.before_step(first + k, step).await {
+                    failures.push((first + k, step.clone(), StepError::Hook(e)));
+                    runnable = k;
+                    break;
                 }
             }
         }
-        Ok(())
+        let moves: Vec<Move<'_>> = steps[..runnable]
+            .iter()
+            .filter_map(|step| match step {
+                Step::MoveSlots { from, to, slots } => Some(Move { from, to, slots }),
+                _ => None,
+            })
+            .collect();
+        let results = if moves.is_empty() {
+            Vec::new()
+        } else {
+            crate::migrate::move_slots_group(ctx, &moves).await
+        };
+        let mut failed = Vec::new();
+        for (k, ((step, m), result)) in steps.iter().zip(&moves).zip(results).enumerate() {
+            match result {
+                Ok(()) => {
+                    info!(index = first + k, step = %step, "step done (concurrently)");
+                    undo_stack.push((step.clone(), move_back(m.from, m.to, m.slots)));
+                }
+                Err(e) => failed.push((first + k, step.clone(), StepError::from(e))),
+            }
+        }
+        // A step stopped because another failed is reported after the real causes.
+        failed.sort_by_key(|(i, _, e)| (is_stopped(e), *i));
+        failed.extend(failures);
+        failed
     }
 
     async fn rollback(ctx: &Ctx, mut stack: Vec<(Step, Undo)>) -> Rollback {
@@ -271,11 +359,7 @@ impl Executor {
             Step::Failover { node, of, mode } => failover::run(ctx, node, of, *mode).await,
             Step::MoveSlots { from, to, slots } => {
                 crate::migrate::move_slots(ctx, from, to, slots).await?;
-                Ok(Undo::Steps(vec![Step::MoveSlots {
-                    from: to.clone(),
-                    to: from.clone(),
-                    slots: slots.clone(),
-                }]))
+                Ok(move_back(from, to, slots))
             }
             Step::Detach { node } => membership::detach(ctx, node).await,
             Step::Forget { id } => forget::everywhere(ctx, id, None)
@@ -289,6 +373,39 @@ impl Executor {
             Step::WaitConverged => ctx.wait_converged().await.map(|()| Undo::Nothing),
         }
     }
+}
+
+/// How many steps from the start of `steps` run as one concurrent group: consecutive
+/// MoveSlots steps whose slots are disjoint (a plan moves each slot once, straight to its
+/// final owner). 1 when the first step is anything else.
+fn concurrent_group(steps: &[Step]) -> usize {
+    let mut seen = crate::model::SlotSet::new();
+    let mut n = 0;
+    for step in steps {
+        let Step::MoveSlots { slots, .. } = step else {
+            break;
+        };
+        let set = crate::model::SlotSet::from(slots.clone());
+        if !seen.intersection(&set).is_empty() {
+            break;
+        }
+        seen.union_with(&set);
+        n += 1;
+    }
+    n.max(1)
+}
+
+/// The undo of a completed move: the same slots moved back.
+fn move_back(from: &NodeRef, to: &NodeRef, slots: &[crate::model::SlotRange]) -> Undo {
+    Undo::Steps(vec![Step::MoveSlots {
+        from: to.clone(),
+        to: from.clone(),
+        slots: slots.to_vec(),
+    }])
+}
+
+fn is_stopped(e: &StepError) -> bool {
+    matches!(e, StepError::Migrate(MigrateError::Stopped { .. }))
 }
 
 /// Convenience: find the ref of a node id in a scope.

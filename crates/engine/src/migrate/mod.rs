@@ -4,17 +4,25 @@
 //! of the protocol is sent for all the slots of a wave in one pipeline (one round trip, and
 //! one nodes.conf rewrite per node, instead of one per slot), the MIGRATEs of a wave are
 //! queued back to back on the source, and two waves overlap so the source keeps migrating
-//! while the other wave is opened or finalized. What remains is MIGRATE itself: Redis runs it
-//! synchronously on the source and reads the target's replies one byte per system call, about
-//! 7 us per 100-byte key on the source plus 4 us on the target on a small VM. A slot is
-//! finalized only when its source holds no key of it (PITFALLS 19). Touches the network.
+//! while the other wave is opened or finalized. The moves of a plan run as a group: the
+//! moves out of one source form one queue of waves (so the source never idles between two
+//! moves), and the queues of different sources run concurrently (scale-out from M sources
+//! into one new master keeps all of them busy).
+//!
+//! What remains is MIGRATE itself: Redis 7.0 runs it synchronously on the source, one slot
+//! per command (keys of different slots are refused with CROSSSLOT), and reads the target's
+//! replies one byte per system call; the source waits while the target restores. On the
+//! 2-core development VM a bare MIGRATE loop, without any cluster, moves 250,000 keys of 100
+//! bytes out of one source in 1.35-1.8 s (`docs/benchmarks.md`). A slot is finalized only
+//! when its source holds no key of it (PITFALLS 19). Touches the network.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::{join_all, try_join_all};
-use futures::stream::{self, TryStreamExt};
+use futures::stream::{FuturesUnordered, StreamExt};
 use redis::aio::MultiplexedConnection;
 use redis::{Cmd, FromRedisValue};
 use tokio::sync::Semaphore;
@@ -29,20 +37,26 @@ use crate::plan::{NodeRef, Plan, Step};
 /// trip of well under a millisecond of server time.
 pub const BATCH_KEYS: usize = 500;
 
-/// Slots open at once per move (split into [`WAVES_IN_FLIGHT`] waves). Each phase of the
-/// protocol costs one round trip per wave, so large waves amortize the round trips and the
-/// nodes.conf rewrite Redis does after every batch of SETSLOT; the bound keeps the number of
-/// slots a crash can leave open (for FixOpenSlot to close) small.
-pub const SLOTS_IN_FLIGHT: usize = 128;
+/// Slots open at once per source (split into [`WAVES_IN_FLIGHT`] waves), over every move out
+/// of it. Each phase of the protocol costs one round trip per wave, so large waves amortize
+/// the round trips and the nodes.conf rewrite Redis does after every batch of SETSLOT; the
+/// bound keeps the number of slots a crash can leave open (for FixOpenSlot to close) small.
+/// Measured on 1,000,000 keys: 128 to 384 move at the same speed within noise.
+pub const SLOTS_IN_FLIGHT: usize = 256;
 
-/// Waves moved concurrently per move: while one is being opened or finalized, the other
+/// Waves open concurrently per source: while one is being opened or finalized, the other
 /// keeps the source busy migrating keys.
 pub const WAVES_IN_FLIGHT: usize = 2;
 
-/// MIGRATEs queued on the source at once per move. Redis runs MIGRATE synchronously, one at a
-/// time, so a short queue is enough to leave no idle round trip between them; a long one would
-/// make a MIGRATE of big keys wait behind others for longer than its own timeout.
-pub const MIGRATES_IN_FLIGHT: usize = 4;
+/// MIGRATEs queued on a source at once, over every move out of it. Redis runs MIGRATE
+/// synchronously, one at a time, so a short queue is enough to leave no idle round trip
+/// between them, even when this process is briefly descheduled; a MIGRATE that times out
+/// is retried alone (see `transfer_keys`), so a big key never waits behind the queue twice.
+pub const MIGRATES_IN_FLIGHT: usize = 8;
+
+/// A MIGRATE slower than `migrate_timeout / SLOW_MIGRATE_FRACTION` marks its slot as holding
+/// big keys: its next MIGRATEs run alone on the source.
+const SLOW_MIGRATE_FRACTION: u32 = 8;
 
 /// Times a wave re-drains slots whose COUNTKEYSINSLOT is not zero before giving up.
 const DRAIN_ATTEMPTS: usize = 3;
@@ -57,8 +71,13 @@ pub const MIGRATE_TIMEOUT: Duration = Duration::from_millis(2000);
 pub struct MigrationOptions {
     /// Keys per MIGRATE.
     pub batch_keys: usize,
-    /// Slots open at once per move (over [`WAVES_IN_FLIGHT`] waves).
+    /// Slots open at once per source (over `waves_in_flight` waves).
     pub slots_in_flight: usize,
+    /// Waves open at once per source.
+    pub waves_in_flight: usize,
+    /// MIGRATEs queued at once on a source, shared by every move out of it that runs
+    /// concurrently.
+    pub migrates_in_flight: usize,
     /// MIGRATE timeout.
     pub migrate_timeout: Duration,
 }
@@ -68,6 +87,8 @@ impl Default for MigrationOptions {
         MigrationOptions {
             batch_keys: BATCH_KEYS,
             slots_in_flight: SLOTS_IN_FLIGHT,
+            waves_in_flight: WAVES_IN_FLIGHT,
+            migrates_in_flight: MIGRATES_IN_FLIGHT,
             migrate_timeout: MIGRATE_TIMEOUT,
         }
     }
@@ -171,6 +192,17 @@ pub enum MigrateError {
         /// Keys left.
         left: u64,
     },
+    /// A step running concurrently failed, so this move stopped at a wave boundary: the slots
+    /// from `slot` on were not moved (none is left open).
+    #[error("stopped before slot {slot}: a step running concurrently failed; {left} slot(s) of this move stay on {from}")]
+    Stopped {
+        /// First slot not moved.
+        slot: Slot,
+        /// Source.
+        from: NodeAddr,
+        /// Slots not moved.
+        left: usize,
+    },
     /// Opening or closing the slot failed.
     #[error("failed to change the state of slot {slot}")]
     SlotState {
@@ -182,69 +214,221 @@ pub enum MigrateError {
     },
 }
 
+/// One slot move of a group: `slots` from `from` to `to`.
+#[derive(Clone, Copy, Debug)]
+pub struct Move<'a> {
+    /// Current owner.
+    pub from: &'a NodeRef,
+    /// New owner.
+    pub to: &'a NodeRef,
+    /// The slots.
+    pub slots: &'a [SlotRange],
+}
+
 /// Moves `ranges` from `from` to `to`, in waves of many slots.
-#[instrument(skip_all, fields(from = %from.addr, to = %to.addr, slots = ranges.iter().map(SlotRange::len).sum::<usize>()))]
 pub async fn move_slots(
     ctx: &Ctx,
     from: &NodeRef,
     to: &NodeRef,
     ranges: &[SlotRange],
 ) -> Result<(), MigrateError> {
-    let first = ranges.first().map_or(Slot::MIN, SlotRange::start);
+    let moves = [Move {
+        from,
+        to,
+        slots: ranges,
+    }];
+    move_slots_group(ctx, &moves).await.pop().unwrap_or(Ok(()))
+}
+
+/// What became of one move of a group.
+#[derive(Default)]
+struct MoveStatus {
+    /// Slots of the waves started so far (a prefix of the move's slots).
+    started: usize,
+    /// The first failure.
+    error: Option<MigrateError>,
+}
+
+/// Moves the slots of every move in `moves` (slot sets disjoint), in waves. The moves out of
+/// one source form one queue of waves, in the order given, at most `waves_in_flight` of them
+/// open at once, so the source always has MIGRATEs queued (a source runs one at a time,
+/// whatever the target) and works on one target at a time but across a move's end; the
+/// queues of different sources run concurrently. The first failure stops every queue at its
+/// next wave boundary: waves already open finish (no slot is left open on purpose), no new
+/// one starts. One result per move, in order: `Stopped` for a move that a failure elsewhere
+/// cut short or never started.
+#[instrument(skip_all, fields(moves = moves.len(), slots = moves.iter().flat_map(|m| m.slots).map(SlotRange::len).sum::<usize>()))]
+pub async fn move_slots_group(ctx: &Ctx, moves: &[Move<'_>]) -> Vec<Result<(), MigrateError>> {
+    let config = ctx.admin.config();
+    let opts = &ctx.options.migration;
+    let view = ctx.view().await;
+    let mut status: Vec<MoveStatus> = moves.iter().map(|_| MoveStatus::default()).collect();
+    // One pipelined connection per master involved: sources, targets, and every other master
+    // (they learn each new owner directly, faster than gossip alone).
+    let mut pipes: BTreeMap<NodeAddr, Pipe> = BTreeMap::new();
+    let mut bystanders: Vec<(NodeId, NodeAddr)> = Vec::new();
+    for (id, obs) in &view.observed {
+        if obs.myself().is_some_and(|m| m.role() == Role::Master) {
+            bystanders.push((id.clone(), obs.addr.clone()));
+        }
+    }
+    let mut clients = Vec::with_capacity(moves.len());
+    let mut pending: Vec<Vec<Slot>> = Vec::with_capacity(moves.len());
+    for (m, st) in moves.iter().zip(status.iter_mut()) {
+        match connect_move(ctx, m, &mut pipes).await {
+            Ok(c) => clients.push(Some(c)),
+            Err(e) => {
+                st.error = Some(e);
+                clients.push(None);
+            }
+        }
+        let owned_by_dst: SlotSet = view
+            .nodes
+            .get(&m.to.id)
+            .map(|n| n.slots.clone())
+            .unwrap_or_default();
+        let mut slots = Vec::new();
+        for slot in m.slots.iter().flat_map(SlotRange::slots) {
+            if owned_by_dst.contains(slot) {
+                // Done by an earlier, interrupted run.
+                ctx.progress.slot_done(0);
+            } else {
+                slots.push(slot);
+            }
+        }
+        pending.push(slots);
+    }
+    for (id, addr) in &bystanders {
+        if pipes.contains_key(addr) || !moves.iter().any(|m| &m.from.id != id && &m.to.id != id) {
+            continue;
+        }
+        match Pipe::connect(config, addr).await {
+            Ok(p) => {
+                pipes.insert(addr.clone(), p);
+            }
+            Err(e) => {
+                debug!(node = %addr, error = %e, "bystander unreachable; gossip will tell it")
+            }
+        }
+    }
+    // A failure before anything moved stops the whole group.
+    let stop = AtomicBool::new(status.iter().any(|s| s.error.is_some()));
+    let queue_size = u32::try_from(opts.migrates_in_flight.clamp(1, 1024)).unwrap_or(1);
+    let queues: BTreeMap<&NodeAddr, Semaphore> = moves
+        .iter()
+        .map(|m| (&m.from.addr, Semaphore::new(queue_size as usize)))
+        .collect();
+    let movers: Vec<Option<WaveMover>> = moves
+        .iter()
+        .zip(&clients)
+        .map(|(m, client)| {
+            let src = client.as_ref()?;
+            Some(WaveMover {
+                ctx,
+                src,
+                src_pipe: pipes.get(&m.from.addr)?,
+                dst_pipe: pipes.get(&m.to.addr)?,
+                others: bystanders
+                    .iter()
+                    .filter(|(id, _)| id != &m.from.id && id != &m.to.id)
+                    .filter_map(|(_, addr)| pipes.get(addr))
+                    .collect(),
+                from_id: &m.from.id,
+                to_id: &m.to.id,
+                opts,
+                migrates: queues.get(&m.from.addr)?,
+                queue_size,
+            })
+        })
+        .collect();
+    let in_flight = opts.slots_in_flight.max(1);
+    let waves = opts.waves_in_flight.clamp(1, in_flight);
+    let wave_size = in_flight.div_ceil(waves);
+    let mut by_source: BTreeMap<&NodeAddr, Vec<(usize, &[Slot])>> = BTreeMap::new();
+    for (i, (m, slots)) in moves.iter().zip(&pending).enumerate() {
+        let queue = by_source.entry(&m.from.addr).or_default();
+        queue.extend(slots.chunks(wave_size).map(|w| (i, w)));
+    }
+    let status = Mutex::new(status);
+    join_all(
+        by_source
+            .into_values()
+            .map(|queue| run_queue(queue, &movers, waves, &stop, &status)),
+    )
+    .await;
+    let status = status
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut results = Vec::with_capacity(moves.len());
+    for (st, (m, slots)) in status.into_iter().zip(moves.iter().zip(&pending)) {
+        results.push(match (st.error, slots.get(st.started)) {
+            (Some(e), _) => Err(e),
+            (None, Some(&slot)) => Err(MigrateError::Stopped {
+                slot,
+                from: m.from.addr.clone(),
+                left: slots.len() - st.started,
+            }),
+            (None, None) => Ok(()),
+        });
+    }
+    results
+}
+
+/// The pipes of a move's source and target (added to `pipes` unless there already), and the
+/// source's client for MIGRATE.
+async fn connect_move(
+    ctx: &Ctx,
+    m: &Move<'_>,
+    pipes: &mut BTreeMap<NodeAddr, Pipe>,
+) -> Result<NodeClient, MigrateError> {
+    let first = m.slots.first().map_or(Slot::MIN, SlotRange::start);
     let state = |source| MigrateError::SlotState {
         slot: first,
         source,
     };
-    let config = ctx.admin.config();
-    let src = ctx.admin.node(&from.addr).await.map_err(state)?;
-    let src_pipe = Pipe::connect(config, &from.addr).await.map_err(state)?;
-    let dst_pipe = Pipe::connect(config, &to.addr).await.map_err(state)?;
-    // The other masters learn the new owner directly (faster than gossip alone).
-    let view = ctx.view().await;
-    let mut others = Vec::new();
-    for (id, obs) in &view.observed {
-        if id != &from.id && id != &to.id && obs.myself().is_some_and(|m| m.role() == Role::Master)
-        {
-            match Pipe::connect(config, &obs.addr).await {
-                Ok(p) => others.push(p),
-                Err(e) => {
-                    debug!(node = %obs.addr, error = %e, "bystander unreachable; gossip will tell it")
-                }
+    for addr in [&m.from.addr, &m.to.addr] {
+        if !pipes.contains_key(addr) {
+            let pipe = Pipe::connect(ctx.admin.config(), addr)
+                .await
+                .map_err(state)?;
+            pipes.insert(addr.clone(), pipe);
+        }
+    }
+    ctx.admin.node(&m.from.addr).await.map_err(state)
+}
+
+/// Runs the waves of one source's queue, `waves` at a time, until the queue is empty or
+/// `stop` is set (then the waves already open finish and no new one starts).
+async fn run_queue(
+    queue: Vec<(usize, &[Slot])>,
+    movers: &[Option<WaveMover<'_>>],
+    waves: usize,
+    stop: &AtomicBool,
+    status: &Mutex<Vec<MoveStatus>>,
+) {
+    let mut queue = queue.into_iter();
+    let mut open = FuturesUnordered::new();
+    loop {
+        while open.len() < waves && !stop.load(Ordering::Relaxed) {
+            let Some((m, wave)) = queue.next() else { break };
+            let Some(mover) = movers.get(m).and_then(Option::as_ref) else {
+                continue;
+            };
+            if let Ok(mut st) = status.lock() {
+                st[m].started += wave.len();
+            }
+            open.push(async move { (m, mover.move_wave(wave).await) });
+        }
+        let Some((m, result)) = open.next().await else {
+            break;
+        };
+        if let Err(e) = result {
+            stop.store(true, Ordering::Relaxed);
+            if let Ok(mut st) = status.lock() {
+                st[m].error.get_or_insert(e);
             }
         }
     }
-    let owned_by_dst: SlotSet = view
-        .nodes
-        .get(&to.id)
-        .map(|n| n.slots.clone())
-        .unwrap_or_default();
-    let mut slots = Vec::new();
-    for slot in ranges.iter().flat_map(SlotRange::slots) {
-        if owned_by_dst.contains(slot) {
-            // Done by an earlier, interrupted run.
-            ctx.progress.slot_done(0);
-        } else {
-            slots.push(slot);
-        }
-    }
-    let opts = &ctx.options.migration;
-    let in_flight = opts.slots_in_flight.max(1);
-    let waves = WAVES_IN_FLIGHT.min(in_flight);
-    let wave_size = in_flight.div_ceil(waves);
-    let mover = WaveMover {
-        ctx,
-        src: &src,
-        src_pipe: &src_pipe,
-        dst_pipe: &dst_pipe,
-        from_id: &from.id,
-        to_id: &to.id,
-        others: &others,
-        opts,
-        migrates: Semaphore::new(MIGRATES_IN_FLIGHT),
-    };
-    stream::iter(slots.chunks(wave_size).map(Ok))
-        .try_for_each_concurrent(waves, |wave| mover.move_wave(wave))
-        .await
 }
 
 /// What every wave of one move shares.
@@ -255,12 +439,15 @@ struct WaveMover<'a> {
     /// Pipelined connections for the protocol phases.
     src_pipe: &'a Pipe,
     dst_pipe: &'a Pipe,
-    others: &'a [Pipe],
+    /// Every other master.
+    others: Vec<&'a Pipe>,
     from_id: &'a NodeId,
     to_id: &'a NodeId,
     opts: &'a MigrationOptions,
-    /// Bounds the MIGRATEs queued on the source.
-    migrates: Semaphore,
+    /// Bounds the MIGRATEs queued on the source (shared by every move out of it).
+    migrates: &'a Semaphore,
+    /// Its number of permits.
+    queue_size: u32,
 }
 
 impl WaveMover<'_> {
@@ -359,7 +546,7 @@ impl WaveMover<'_> {
             slot,
             true,
             self.opts,
-            Some(&self.migrates),
+            Some((self.migrates, self.queue_size)),
         )
         .await
     }
@@ -516,18 +703,22 @@ pub(crate) async fn move_keys(
 }
 
 /// [`move_keys`]. With `limit` (the fast path of [`move_slots`], which counts the keys left
-/// afterwards), each MIGRATE holds a permit of it, and the loop stops after the first batch
-/// that comes back shorter than asked instead of paying one more GETKEYSINSLOT to see none.
+/// afterwards: the source's MIGRATE queue and its size), each MIGRATE holds a permit of it,
+/// and the loop stops after the first batch that comes back shorter than asked instead of
+/// paying one more GETKEYSINSLOT to see none. After a timeout or a slow MIGRATE the slot's
+/// MIGRATEs hold every permit, so big keys move alone on the source: a retry's time is its
+/// own, not the queue's.
 async fn transfer_keys(
     src: &NodeClient,
     target: &NodeAddr,
     slot: Slot,
     replace_on_busy: bool,
     opts: &MigrationOptions,
-    limit: Option<&Semaphore>,
+    limit: Option<(&Semaphore, u32)>,
 ) -> Result<u64, MigrateError> {
     let mut batch = opts.batch_keys.max(1);
     let mut moved = 0u64;
+    let mut alone = false;
     loop {
         let keys = src
             .keys_in_slot(slot, batch)
@@ -540,13 +731,19 @@ async fn transfer_keys(
         let short = keys.len() < batch;
         let _permit = match limit {
             // The semaphore is never closed.
-            Some(sem) => sem.acquire().await.ok(),
+            Some((sem, all)) => sem.acquire_many(if alone { all } else { 1 }).await.ok(),
             None => None,
         };
-        match src
+        let started = std::time::Instant::now();
+        let result = src
             .migrate(target, &keys, opts.migrate_timeout, false)
-            .await
-        {
+            .await;
+        // Big keys: the rest of this slot runs alone so the other commands queued on the
+        // source (and their timeouts) never wait behind several slow MIGRATEs.
+        if started.elapsed() > opts.migrate_timeout / SLOW_MIGRATE_FRACTION {
+            alone = true;
+        }
+        match result {
             Ok(MigrateOutcome::Ok | MigrateOutcome::NoKey) => moved += n,
             // Redis wraps the target's BUSYKEY ("Target instance replied with error: ...").
             Err(e) if e.is_busykey() && replace_on_busy => {
@@ -576,7 +773,8 @@ async fn transfer_keys(
                     });
                 }
                 batch = (batch / 2).max(1);
-                warn!(slot = %slot, batch, "MIGRATE timed out; retrying with a smaller batch");
+                alone = true;
+                warn!(slot = %slot, batch, "MIGRATE timed out; retrying alone with a smaller batch");
                 continue;
             }
             Err(source) => {
