@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! cargo run --release -p kredis-engine --example migration_bench -- [--keys 1000000]
-//!     [--value-bytes 100] [--only redis-cli|kredis|kredis-par] [--parallel-moves]
-//!     [--batch-keys N] [--slots-in-flight N] [--redis-cli-pipeline N]
+//!     [--value-bytes 100] [--only redis-cli|kredis|kredis-seq] [--sequential-moves]
+//!     [--batch-keys N] [--slots-in-flight N] [--waves-in-flight N] [--migrates-in-flight N]
+//!     [--redis-cli-pipeline N]
 //! ```
 //!
 //! For each tool, on a fresh set of four local redis-server processes (loopback only, killed
@@ -21,9 +22,10 @@
 //!    balanced ones, and `redis-cli --cluster check` is clean.
 //!
 //! Prints the CPU each process used during each timed step, then a table of seconds and keys
-//! per second, and the ratio redis-cli / kredis. `--parallel-moves` adds an experiment,
-//! `kredis-par`: the plan's moves out of different sources run concurrently (a proposed
-//! executor change). `RUST_LOG=kredis_engine=info` shows the engine's steps with timestamps.
+//! per second, and the ratio redis-cli / kredis. `--sequential-moves` adds `kredis-seq`, the
+//! executor with `concurrent_moves` off (one MoveSlots step after the other, as before the
+//! moves of a plan ran as a group). `RUST_LOG=kredis_engine=info` shows the engine's steps
+//! with timestamps.
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -33,15 +35,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::try_join_all;
 use futures::StreamExt as _;
 use kredis_engine::admin::{Admin, AdminConfig};
-use kredis_engine::exec::{Ctx, ExecOptions, Executor};
+use kredis_engine::exec::{ExecOptions, Executor};
 use kredis_engine::local::{LocalNode, LocalNodeConfig};
 use kredis_engine::model::{ClusterView, NodeAddr, Role, Slot};
 use kredis_engine::observe::observe;
-use kredis_engine::plan::{plan, Desired, Member, Policy, Step};
-use kredis_engine::reconcile::{converge_with, MAX_ROUNDS};
+use kredis_engine::plan::{Desired, Member, Policy};
+use kredis_engine::reconcile::converge_with;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 type Result<T, E = BoxError> = std::result::Result<T, E>;
@@ -57,9 +58,8 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 enum Tool {
     RedisCli,
     Kredis,
-    /// Experiment: kredis with the plan's MoveSlots steps out of different sources run
-    /// concurrently (a proposed executor change), emulated here with `Executor::run_step`.
-    KredisParallel,
+    /// For comparison: kredis with `ExecOptions::concurrent_moves` off.
+    KredisSequential,
 }
 
 impl Tool {
@@ -67,7 +67,7 @@ impl Tool {
         match self {
             Tool::RedisCli => "redis-cli",
             Tool::Kredis => "kredis",
-            Tool::KredisParallel => "kredis-par",
+            Tool::KredisSequential => "kredis-seq",
         }
     }
 }
@@ -77,9 +77,11 @@ struct Args {
     keys: usize,
     value_bytes: usize,
     only: Option<Tool>,
-    parallel_moves: bool,
+    sequential_moves: bool,
     batch_keys: Option<usize>,
     slots_in_flight: Option<usize>,
+    waves_in_flight: Option<usize>,
+    migrates_in_flight: Option<usize>,
     redis_cli_pipeline: Option<usize>,
 }
 
@@ -89,9 +91,11 @@ impl Args {
             keys: 1_000_000,
             value_bytes: 100,
             only: None,
-            parallel_moves: false,
+            sequential_moves: false,
             batch_keys: None,
             slots_in_flight: None,
+            waves_in_flight: None,
+            migrates_in_flight: None,
             redis_cli_pipeline: None,
         };
         let mut it = std::env::args().skip(1);
@@ -111,15 +115,17 @@ impl Args {
                 "--batch-keys" => args.batch_keys = Some(value()?),
                 "--slots-in-flight" => args.slots_in_flight = Some(value()?),
                 "--redis-cli-pipeline" => args.redis_cli_pipeline = Some(value()?),
-                "--parallel-moves" => args.parallel_moves = true,
+                "--waves-in-flight" => args.waves_in_flight = Some(value()?),
+                "--migrates-in-flight" => args.migrates_in_flight = Some(value()?),
+                "--sequential-moves" => args.sequential_moves = true,
                 "--only" => {
                     args.only = match it.next().as_deref() {
                         Some("redis-cli") => Some(Tool::RedisCli),
                         Some("kredis") => Some(Tool::Kredis),
-                        Some("kredis-par") => Some(Tool::KredisParallel),
+                        Some("kredis-seq") => Some(Tool::KredisSequential),
                         other => {
                             return Err(format!(
-                                "--only redis-cli|kredis|kredis-par, not {other:?}"
+                                "--only redis-cli|kredis|kredis-seq, not {other:?}"
                             )
                             .into())
                         }
@@ -128,7 +134,8 @@ impl Args {
                 "-h" | "--help" => {
                     println!(
                         "usage: migration_bench [--keys N] [--value-bytes B] \
-                         [--only redis-cli|kredis|kredis-par] [--parallel-moves] [--batch-keys N] [--slots-in-flight N] \
+                         [--only redis-cli|kredis|kredis-seq] [--sequential-moves] [--batch-keys N] \
+                         [--slots-in-flight N] [--waves-in-flight N] [--migrates-in-flight N] \
                          [--redis-cli-pipeline N]"
                     );
                     std::process::exit(0);
@@ -203,10 +210,10 @@ async fn run(args: &Args) -> Result<()> {
         args.keys, args.value_bytes
     );
     let mut results = Vec::new();
-    for tool in [Tool::RedisCli, Tool::Kredis, Tool::KredisParallel] {
+    for tool in [Tool::RedisCli, Tool::Kredis, Tool::KredisSequential] {
         let wanted = match args.only {
             Some(only) => only == tool,
-            None => tool != Tool::KredisParallel || args.parallel_moves,
+            None => tool != Tool::KredisSequential || args.sequential_moves,
         };
         if !wanted {
             continue;
@@ -255,7 +262,7 @@ async fn bench_tool(tool: Tool, args: &Args) -> Result<Vec<Measure>> {
             extra.extend(pipeline_arg(args));
             (bench.redis_cli_rebalance(&extra).await?, None)
         }
-        Tool::Kredis | Tool::KredisParallel => {
+        Tool::Kredis | Tool::KredisSequential => {
             let (s, o, released) = bench.kredis_converge(4, 4, args, tool).await?;
             if !released.is_empty() {
                 return Err(format!("scale-out released members: {released:?}").into());
@@ -294,7 +301,7 @@ async fn bench_tool(tool: Tool, args: &Args) -> Result<Vec<Measure>> {
             extra.extend(pipeline_arg(args));
             (bench.redis_cli_rebalance(&extra).await?, None)
         }
-        Tool::Kredis | Tool::KredisParallel => {
+        Tool::Kredis | Tool::KredisSequential => {
             let (s, o, released) = bench.kredis_converge(3, 4, args, tool).await?;
             match released.as_slice() {
                 [] => println!(
@@ -368,7 +375,7 @@ fn print_table(results: &[Measure]) {
                 .iter()
                 .find(|m| m.direction == dir && m.tool == tool)
         };
-        for tool in [Tool::Kredis, Tool::KredisParallel] {
+        for tool in [Tool::Kredis, Tool::KredisSequential] {
             if let (Some(cli), Some(k)) = (find(Tool::RedisCli), find(tool)) {
                 let _ = writeln!(
                     s,
@@ -662,6 +669,13 @@ impl Bench {
         if let Some(s) = args.slots_in_flight {
             options.migration.slots_in_flight = s;
         }
+        if let Some(w) = args.waves_in_flight {
+            options.migration.waves_in_flight = w;
+        }
+        if let Some(m) = args.migrates_in_flight {
+            options.migration.migrates_in_flight = m;
+        }
+        options.concurrent_moves = tool != Tool::KredisSequential;
         let executor = Executor::new(self.admin.clone(), options.clone());
         let progress = executor.progress().clone();
         let stop = Arc::new(AtomicBool::new(false));
@@ -691,35 +705,18 @@ impl Bench {
             replicas_per_master: 0,
         };
         let members = self.members(members);
-        let mut released = Vec::new();
-        let result = match tool {
-            Tool::KredisParallel => {
-                parallel_moves(&self.admin, &options, &executor, &desired, &members).await
-            }
-            _ => Ok(Vec::new()),
-        };
-        let result = match result {
-            // Whatever is left (everything, for plain kredis).
-            Ok(r) => {
-                released = r;
-                converge_with(
-                    &executor,
-                    &self.admin,
-                    &desired,
-                    &members,
-                    &Policy::default(),
-                )
-                .await
-                .map_err(BoxError::from)
-            }
-            Err(e) => Err(e),
-        };
+        let result = converge_with(
+            &executor,
+            &self.admin,
+            &desired,
+            &members,
+            &Policy::default(),
+        )
+        .await;
         let secs = t.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
         let (first, last) = sampler.await.unwrap_or((None, None));
-        let mut report = result?;
-        released.append(&mut report.released);
-        report.released = released;
+        let report = result?;
         let before = first.map_or(secs, |d| d.as_secs_f64());
         let after = last.map_or(0.0, |d| secs - d.as_secs_f64());
         println!(
@@ -728,70 +725,6 @@ impl Bench {
         );
         Ok((secs, (before, after), report.released))
     }
-}
-
-/// The proposed executor change, emulated: plans whose consecutive MoveSlots steps out of
-/// different sources run concurrently, the other steps in order, without the executor's
-/// rollback, until a plan with moves ran. `converge` then finishes whatever is left. Returns
-/// the members the plans released.
-async fn parallel_moves(
-    admin: &Admin,
-    options: &ExecOptions,
-    executor: &Executor,
-    desired: &Desired,
-    members: &[Member],
-) -> Result<Vec<String>> {
-    let seeds: Vec<NodeAddr> = members.iter().map(|m| m.addr.clone()).collect();
-    let mut released = Vec::new();
-    for _ in 0..MAX_ROUNDS {
-        let view = observe(admin, &seeds).await;
-        let p = plan(desired, members, &view, &Policy::default())?;
-        if p.is_empty() {
-            break;
-        }
-        released.extend(p.released.iter().cloned());
-        let ctx = Ctx::new(
-            admin.clone(),
-            p.scope.clone(),
-            options.clone(),
-            executor.progress().clone(),
-        );
-        let mut i = 0;
-        let mut moved = false;
-        while i < p.steps.len() {
-            let group: Vec<&Step> = p.steps[i..]
-                .iter()
-                .take_while(|s| matches!(s, Step::MoveSlots { .. }))
-                .collect();
-            if group.is_empty() {
-                Executor::run_step(&ctx, &p.steps[i]).await?;
-                i += 1;
-            } else {
-                // One chain per source, the chains concurrently: a source runs one MIGRATE at
-                // a time, so moves out of the same source gain nothing from running together.
-                let mut chains: BTreeMap<NodeAddr, Vec<&Step>> = BTreeMap::new();
-                for step in &group {
-                    if let Step::MoveSlots { from, .. } = step {
-                        chains.entry(from.addr.clone()).or_default().push(step);
-                    }
-                }
-                let ctx = &ctx;
-                try_join_all(chains.values().map(|chain| async move {
-                    for step in chain {
-                        Executor::run_step(ctx, step).await?;
-                    }
-                    Ok::<(), kredis_engine::exec::StepError>(())
-                }))
-                .await?;
-                i += group.len();
-                moved = true;
-            }
-        }
-        if moved {
-            break;
-        }
-    }
-    Ok(released)
 }
 
 /// CPU seconds (user + system) a process used so far, from /proc (Linux only; 0 elsewhere).
