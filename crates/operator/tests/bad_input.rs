@@ -455,19 +455,19 @@ async fn a_running_cluster_survives_bad_edits_and_pauses() {
         (
             "second",
             20003,
-            &["client ports 20003-20008 overlap the client ports 20000-20005 of KRedis default/first"],
+            &["client ports 20003-20009 overlap the client ports 20000-20006 of KRedis default/first"],
         ),
         (
             "bus-clash",
             10002,
-            &["bus ports 20002-20007 overlap the client ports 20000-20005 of KRedis default/first"],
+            &["bus ports 20002-20008 overlap the client ports 20000-20006 of KRedis default/first"],
         ),
         (
             "exporter-clash",
             25003,
             &[
-                "client ports 25003-25008 overlap the exporter ports 25000-25005 of KRedis default/first",
-                "exporter ports 30003-30008 overlap the bus ports 30000-30005 of KRedis default/first",
+                "client ports 25003-25009 overlap the exporter ports 25000-25006 of KRedis default/first",
+                "exporter ports 30003-30009 overlap the bus ports 30000-30006 of KRedis default/first",
             ],
         ),
     ];
@@ -723,7 +723,7 @@ async fn ports_stay_with_the_cluster_that_holds_them() {
         &h,
         "aa-new",
         "spec.basePort",
-        &["client ports 22000-22002 overlap the client ports 22000-22002 of KRedis default/zz-old"],
+        &["client ports 22000-22003 overlap the client ports 22000-22003 of KRedis default/zz-old"],
     )
     .await;
     let ready = h.ready("zz-old").await;
@@ -738,17 +738,18 @@ async fn ports_stay_with_the_cluster_that_holds_them() {
     })
     .await;
 
-    // A neighbour right after zz-old's last port, then zz-old scaled into it.
+    // A neighbour right after zz-old's reserved ports (3 pods + the rolling-update index),
+    // then zz-old scaled into it.
     h.create(
         "right",
-        json!({"masters": 1, "replicasPerMaster": 0, "basePort": 22003}),
+        json!({"masters": 1, "replicasPerMaster": 0, "basePort": 22004}),
     )
     .await;
     h.ready("right").await;
     h.patch_spec("zz-old", json!({"masters": 4})).await;
     let message = assert_invalid_keeping(&h, "zz-old", &uids).await;
     for needle in [
-        "spec.basePort: client ports 22000-22003 overlap the client ports 22003-22003 of KRedis default/right",
+        "spec.basePort: client ports 22000-22004 overlap the client ports 22004-22005 of KRedis default/right",
         "fewer masters or replicasPerMaster",
     ] {
         assert!(message.contains(needle), "{needle:?} not in {message}");

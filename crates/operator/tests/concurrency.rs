@@ -12,9 +12,9 @@ use redis::AsyncCommands;
 use serde_json::json;
 
 /// Keys (of VALUE bytes) loaded into the migrating cluster: enough that its scale-out takes
-/// seconds even on a fast machine.
-const KEYS: usize = 150_000;
-const VALUE: usize = 400;
+/// seconds even on a fast machine (moves of different sources run at once).
+const KEYS: usize = 400_000;
+const VALUE: usize = 200;
 
 async fn load(h: &Harness, name: &str) {
     let conn = h.cluster_client(name).await;
@@ -117,7 +117,13 @@ async fn failover_of_one_cluster_is_not_delayed_by_another_clusters_migration() 
         .set("after", "crash")
         .await
         .expect("urgent serves writes");
-    h.ready("urgent").await;
+    // Ready again only once the status no longer lists the dead node (the replacement joined).
+    common::eventually("urgent healed", common::READY, || async {
+        let s = h.kredis().get("urgent").await.ok()?.status?;
+        let gone = !s.nodes.iter().any(|n| n.node_id == master.node_id);
+        (gone && s.phase == Some(kredis_api::Phase::Ready)).then_some(())
+    })
+    .await;
     h.ready("busy").await;
     h.check("busy").await;
     h.check("urgent").await;
