@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: deps run test fmt lint bench
+.PHONY: deps run test fmt lint bench bench-operator
 
 deps:
 	@./scripts/install-deps.sh
@@ -27,3 +27,8 @@ fmt:
 ## Benchmarks (not part of `make test`): slot migration vs redis-cli --cluster rebalance.
 bench: deps
 	$(CARGO) run --release -p kredis-engine --example migration_bench
+
+## Operator resources (not part of `make test`): 20 KRedis of 3x1 in `kredis dev` with the
+## operator as its own process; time to Ready, peak RSS, CPU while idle. docs/operator-benchmark.md
+bench-operator: deps
+	$(CARGO) run --release -p kredis --example operator_bench
