@@ -226,6 +226,26 @@ async fn apply(kredis: Arc<KRedis>, ctx: &Arc<Context>) -> Result<Action, Error>
             p.state == PodState::Gone
                 || (p.state == PodState::Terminating && topology::is_member(p, &view))
         });
+    if healing {
+        // Say so before acting: failing over and replacing a pod takes seconds, and a status
+        // still reading Ready while a replacement pod already exists misleads every reader.
+        let status = status::build(
+            &status::Inputs {
+                cluster: &cluster,
+                pods: &facts,
+                view: &view,
+                outcome: &Outcome::Waiting("handling a failed node".into()),
+                operation: None,
+                previous: kredis.status.as_ref(),
+                healing,
+            },
+            &now(),
+        );
+        write_status(ctx, &kredis, &cluster, status, false).await?;
+    }
+    // The final write below compares against the status this pass started from; after the
+    // interim write above it must not skip a write that merely restores that status.
+    let interim_written = healing;
     for name in &pod_plan.delete {
         delete_pod(ctx, &kredis, &pods_api, name, true).await?;
     }
@@ -359,7 +379,7 @@ async fn apply(kredis: Arc<KRedis>, ctx: &Arc<Context>) -> Result<Action, Error>
         &now(),
     );
     let ready = status.phase == Some(Phase::Ready);
-    write_status(ctx, &kredis, &cluster, status, false).await?;
+    write_status(ctx, &kredis, &cluster, status, interim_written).await?;
     if let Some(err) = failure {
         return Err(err);
     }

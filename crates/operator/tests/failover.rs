@@ -165,10 +165,13 @@ async fn crashed_master_is_forced_over_and_replaced() {
         writes.failed,
         writes.window
     );
-    assert!(status
-        .nodes
-        .iter()
-        .any(|n| n.pod == pod && n.role == Some(NodeRole::Replica)));
+    assert!(
+        status
+            .nodes
+            .iter()
+            .any(|n| n.pod == pod && n.role == Some(NodeRole::Replica)),
+        "{pod} is not a replica: {status:#?}"
+    );
     h.check("crash").await;
     // Everything replicated before the crash survived.
     assert_keys(&mut h.cluster_client("crash").await, "k", 1000).await;
