@@ -52,10 +52,18 @@ impl SlotSet {
         was
     }
 
-    /// Adds every slot of a range.
+    /// Adds every slot of a range (a word at a time).
     pub fn insert_range(&mut self, range: SlotRange) {
-        for slot in range.slots() {
-            self.insert(slot);
+        let (start, end) = (
+            usize::from(range.start().get()),
+            usize::from(range.end().get()),
+        );
+        for w in start / 64..=end / 64 {
+            let lo = if w == start / 64 { start % 64 } else { 0 };
+            let hi = if w == end / 64 { end % 64 } else { 63 };
+            // Bits lo..=hi set.
+            let mask = (u64::MAX >> (63 - hi)) & (u64::MAX << lo);
+            self.bits[w] |= mask;
         }
     }
 
@@ -77,7 +85,20 @@ impl SlotSet {
 
     /// The slots in ascending order.
     pub fn iter(&self) -> impl Iterator<Item = Slot> + '_ {
-        Slot::all().filter(move |s| self.contains(*s))
+        // Word by word, skipping empty words: a set's cost is its size, not 16384.
+        self.bits.iter().enumerate().flat_map(|(w, &word)| {
+            let mut rest = word;
+            std::iter::from_fn(move || {
+                if rest == 0 {
+                    return None;
+                }
+                let bit = rest.trailing_zeros() as usize;
+                rest &= rest - 1;
+                u16::try_from(w * 64 + bit)
+                    .ok()
+                    .and_then(|n| Slot::new(n).ok())
+            })
+        })
     }
 
     /// Maximal contiguous ranges, ascending.
@@ -198,7 +219,36 @@ mod tests {
         assert_eq!(SlotSet::full().len(), 16384);
     }
 
+    #[test]
+    fn insert_range_sets_exactly_the_range() {
+        for (a, b) in [
+            (0, 0),
+            (0, 63),
+            (1, 62),
+            (63, 64),
+            (5, 700),
+            (16320, 16383),
+            (0, 16383),
+        ] {
+            let mut set = SlotSet::new();
+            set.insert_range(SlotRange::new(s(a), s(b)).unwrap_or_else(|e| panic!("{e}")));
+            let want: SlotSet = (a..=b).map(s).collect();
+            assert_eq!(set, want, "{a}-{b}");
+            assert_eq!(
+                set.iter().map(Slot::get).collect::<Vec<_>>(),
+                (a..=b).collect::<Vec<_>>()
+            );
+        }
+    }
+
     proptest! {
+        #[test]
+        fn iter_yields_the_members_in_order(slots in proptest::collection::btree_set(0u16..16384, 0..300)) {
+            let set: SlotSet = slots.iter().map(|&n| s(n)).collect();
+            let got: Vec<u16> = set.iter().map(Slot::get).collect();
+            prop_assert_eq!(got, slots.into_iter().collect::<Vec<_>>());
+        }
+
         #[test]
         fn ranges_cover_exactly_the_set(slots in proptest::collection::vec(0u16..16384, 0..300)) {
             let set: SlotSet = slots.iter().map(|&n| s(n)).collect();

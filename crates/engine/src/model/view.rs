@@ -233,20 +233,24 @@ impl ClusterView {
     /// Consensus slot map: a reachable master's claim on its own line wins (highest epoch on
     /// conflict); otherwise the owner most observers name.
     fn merge_slots(&mut self) {
-        let owners = self.consensus_owners();
-        for (i, owner) in owners.iter().enumerate() {
-            if let (Some(owner), Some(slot)) =
-                (owner, u16::try_from(i).ok().and_then(|n| Slot::new(n).ok()))
-            {
-                if let Some(node) = self.nodes.get_mut(owner) {
-                    node.slots.insert(slot);
-                }
+        let ids = IdTable::of(&self.observed);
+        let owners = self.consensus_owners(&ids);
+        let mut sets: Vec<SlotSet> = vec![SlotSet::new(); ids.len()];
+        for (slot, &owner) in Slot::all().zip(&owners) {
+            if let Some(set) = sets.get_mut(usize::from(owner)) {
+                set.insert(slot);
+            }
+        }
+        for (id, set) in ids.ids.iter().zip(sets) {
+            if let Some(node) = self.nodes.get_mut(*id) {
+                node.slots = set;
             }
         }
     }
 
-    fn consensus_owners(&self) -> Vec<Option<NodeId>> {
-        let mut owners: Vec<Option<NodeId>> = vec![None; usize::from(super::SLOT_COUNT)];
+    /// Per slot, the index in `ids` of its consensus owner ([`NO_OWNER`]: none).
+    fn consensus_owners(&self, ids: &IdTable<'_>) -> Vec<u16> {
+        let mut owners: Vec<u16> = vec![NO_OWNER; usize::from(super::SLOT_COUNT)];
         let mut epoch_of: Vec<u64> = vec![0; owners.len()];
         // First-hand claims.
         for obs in self.observed.values() {
@@ -254,58 +258,84 @@ impl ClusterView {
             if me.role() != Role::Master {
                 continue;
             }
+            let idx = ids.index(&me.id);
             for slot in me.slots.iter() {
                 let i = usize::from(slot.get());
-                if owners[i].is_none() || me.config_epoch > epoch_of[i] {
-                    owners[i] = Some(me.id.clone());
+                if owners[i] == NO_OWNER || me.config_epoch > epoch_of[i] {
+                    owners[i] = idx;
                     epoch_of[i] = me.config_epoch;
                 }
             }
         }
-        // Second-hand claims for slots no reachable node claims.
-        for (i, owner) in owners.iter_mut().enumerate() {
-            if owner.is_some() {
-                continue;
+        // Second-hand claims for slots no reachable node claims: the owner most observers
+        // name (on a tie, the highest id).
+        let mut unowned = SlotSet::new();
+        for (slot, &owner) in Slot::all().zip(&owners) {
+            if owner == NO_OWNER {
+                unowned.insert(slot);
             }
-            let Some(slot) = u16::try_from(i).ok().and_then(|n| Slot::new(n).ok()) else {
-                continue;
-            };
-            let mut votes: BTreeMap<&NodeId, usize> = BTreeMap::new();
-            for obs in self.observed.values() {
-                for e in &obs.entries {
-                    if !e.flags.myself && e.slots.contains(slot) {
-                        *votes.entry(&e.id).or_default() += 1;
+        }
+        if unowned.is_empty() {
+            return owners;
+        }
+        let claims: Vec<(u16, SlotSet)> = self
+            .observed
+            .values()
+            .flat_map(|obs| obs.entries.iter())
+            .filter(|e| !e.flags.myself)
+            .map(|e| (ids.index(&e.id), e.slots.intersection(&unowned)))
+            .filter(|(_, set)| !set.is_empty())
+            .collect();
+        if claims.is_empty() {
+            return owners;
+        }
+        let mut votes = vec![0usize; ids.len()];
+        for slot in unowned.iter() {
+            votes.iter_mut().for_each(|v| *v = 0);
+            for (idx, set) in &claims {
+                if set.contains(slot) {
+                    if let Some(v) = votes.get_mut(usize::from(*idx)) {
+                        *v += 1;
                     }
                 }
             }
-            *owner = votes
-                .into_iter()
-                .max_by_key(|(_, n)| *n)
-                .map(|(id, _)| id.clone());
+            let best = votes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .max_by_key(|(_, n)| **n)
+                .and_then(|(i, _)| u16::try_from(i).ok());
+            if let Some(best) = best {
+                owners[usize::from(slot.get())] = best;
+            }
         }
         owners
     }
 
     fn find_disagreements(&mut self) {
         let mut out = Vec::new();
-        // Slot owners per observer.
+        // Slot owners per observer: one table each; only slots where the tables differ are
+        // looked at one by one (a settled cluster costs a comparison per observer).
+        let ids = IdTable::of(&self.observed);
+        let tables: Vec<(&NodeId, Vec<u16>)> = self
+            .observed
+            .iter()
+            .map(|(oid, obs)| (oid, ids.owners_seen_by(obs)))
+            .collect();
         let mut groups: BTreeMap<Vec<(NodeId, Option<NodeId>)>, SlotSet> = BTreeMap::new();
-        for slot in Slot::all() {
-            let claims: Vec<(NodeId, Option<NodeId>)> = self
-                .observed
-                .iter()
-                .map(|(oid, obs)| {
-                    let owner = obs
-                        .entries
+        if let Some((_, first)) = tables.first() {
+            if tables.iter().any(|(_, t)| t != first) {
+                for slot in Slot::all() {
+                    let i = usize::from(slot.get());
+                    if tables.iter().all(|(_, t)| t[i] == first[i]) {
+                        continue;
+                    }
+                    let claims = tables
                         .iter()
-                        .find(|e| e.role() == Role::Master && e.slots.contains(slot))
-                        .map(|e| e.id.clone());
-                    (oid.clone(), owner)
-                })
-                .collect();
-            let distinct: BTreeSet<&Option<NodeId>> = claims.iter().map(|(_, o)| o).collect();
-            if distinct.len() > 1 {
-                groups.entry(claims).or_default().insert(slot);
+                        .map(|(oid, t)| ((*oid).clone(), ids.get(t[i]).cloned()))
+                        .collect();
+                    groups.entry(claims).or_default().insert(slot);
+                }
             }
         }
         for (claims, slots) in groups {
@@ -489,6 +519,58 @@ impl ClusterView {
     }
 }
 
+/// "No owner" in a slot owner table.
+const NO_OWNER: u16 = u16::MAX;
+
+/// Every node id any observer lists, sorted, so slot owner tables can hold small indices
+/// instead of cloned ids (16384 slots per table).
+struct IdTable<'a> {
+    ids: Vec<&'a NodeId>,
+}
+
+impl<'a> IdTable<'a> {
+    fn of(observed: &'a BTreeMap<NodeId, NodeObservation>) -> Self {
+        let mut ids: Vec<&NodeId> = observed
+            .values()
+            .flat_map(|o| o.entries.iter().map(|e| &e.id))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        IdTable { ids }
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn index(&self, id: &NodeId) -> u16 {
+        self.ids
+            .binary_search(&id)
+            .ok()
+            .and_then(|i| u16::try_from(i).ok())
+            .unwrap_or(NO_OWNER)
+    }
+
+    fn get(&self, index: u16) -> Option<&'a NodeId> {
+        self.ids.get(usize::from(index)).copied()
+    }
+
+    /// The owner of each slot as one observer sees it: the first master line claiming it.
+    fn owners_seen_by(&self, obs: &NodeObservation) -> Vec<u16> {
+        let mut table = vec![NO_OWNER; usize::from(super::SLOT_COUNT)];
+        for e in obs.entries.iter().filter(|e| e.role() == Role::Master) {
+            let idx = self.index(&e.id);
+            for slot in e.slots.iter() {
+                let t = &mut table[usize::from(slot.get())];
+                if *t == NO_OWNER {
+                    *t = idx;
+                }
+            }
+        }
+        table
+    }
+}
+
 fn majority_addr(entries: &[&NodeEntry]) -> Option<NodeAddr> {
     let mut votes: BTreeMap<&NodeAddr, usize> = BTreeMap::new();
     for e in entries {
@@ -500,4 +582,116 @@ fn majority_addr(entries: &[&NodeEntry]) -> Option<NodeAddr> {
         .into_iter()
         .max_by_key(|(_, n)| *n)
         .map(|(a, _)| a.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::parse_cluster_nodes;
+
+    fn id(i: usize) -> String {
+        format!("{i:040x}")
+    }
+
+    /// Three masters (ids 0-2, slots split evenly unless `map` says otherwise), one replica
+    /// each (ids 3-5), as node `me` prints `CLUSTER NODES`.
+    fn observation(me: usize, map: [(u16, u16); 3]) -> NodeObservation {
+        let mut text = String::new();
+        for (m, (start, end)) in map.iter().enumerate() {
+            let flag = if me == m { "myself," } else { "" };
+            text.push_str(&format!(
+                "{} 127.0.0.1:{}@{} {flag}master - 0 0 {} connected {start}-{end}\n",
+                id(m),
+                7000 + m,
+                17000 + m,
+                m + 1
+            ));
+            let r = m + 3;
+            let flag = if me == r { "myself," } else { "" };
+            text.push_str(&format!(
+                "{} 127.0.0.1:{}@{} {flag}slave {} 0 0 {} connected\n",
+                id(r),
+                7000 + r,
+                17000 + r,
+                id(m),
+                m + 1
+            ));
+        }
+        NodeObservation {
+            addr: NodeAddr::new("127.0.0.1", u16::try_from(7000 + me).unwrap_or(0)),
+            entries: parse_cluster_nodes(&text).unwrap_or_else(|e| panic!("{e}")),
+            keys: 0,
+            replication: ReplicationInfo::default(),
+            cluster_state_ok: true,
+            current_epoch: 3,
+        }
+    }
+
+    const EVEN: [(u16, u16); 3] = [(0, 5460), (5461, 10922), (10923, 16383)];
+
+    fn node(i: usize) -> NodeId {
+        NodeId::parse(&id(i)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn slots(a: u16, b: u16) -> SlotSet {
+        (a..=b)
+            .map(|n| Slot::new(n).unwrap_or_else(|e| panic!("{e}")))
+            .collect()
+    }
+
+    #[test]
+    fn a_settled_cluster_has_one_owner_per_slot_and_no_disagreement() {
+        let view = ClusterView::build(
+            (0..6).map(|me| observation(me, EVEN)).collect(),
+            Default::default(),
+        );
+        assert!(view.disagreements.is_empty(), "{:?}", view.disagreements);
+        assert_eq!(view.nodes[&node(1)].slots, slots(5461, 10922));
+        assert!(view.nodes[&node(4)].slots.is_empty());
+        assert!(view.uncovered_slots().is_empty());
+    }
+
+    #[test]
+    fn a_stale_map_is_one_disagreement_over_exactly_the_moved_slots() {
+        let stale = [(0, 5360), (5361, 10922), (10923, 16383)];
+        let mut obs: Vec<_> = (0..5).map(|me| observation(me, EVEN)).collect();
+        obs.push(observation(5, stale));
+        let view = ClusterView::build(obs, Default::default());
+        let owners: Vec<_> = view
+            .disagreements
+            .iter()
+            .filter_map(|d| match d {
+                Disagreement::SlotOwners { slots, claims } => Some((slots.clone(), claims.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(owners.len(), 1, "{:?}", view.disagreements);
+        let (moved, claims) = &owners[0];
+        assert_eq!(moved, &slots(5361, 5460));
+        let by_5 = claims
+            .iter()
+            .find(|(o, _)| o == &node(5))
+            .map(|(_, c)| c.clone());
+        assert_eq!(by_5, Some(Some(node(1))));
+        let by_0 = claims
+            .iter()
+            .find(|(o, _)| o == &node(0))
+            .map(|(_, c)| c.clone());
+        assert_eq!(by_0, Some(Some(node(0))));
+        // First-hand claims win: master 0 still serves its own range.
+        assert_eq!(view.nodes[&node(0)].slots, slots(0, 5460));
+    }
+
+    #[test]
+    fn an_unreachable_master_keeps_its_slots_by_majority() {
+        // Master 2 is not read; the others name it as the owner of its range.
+        let obs = (0..6)
+            .filter(|&me| me != 2)
+            .map(|me| observation(me, EVEN))
+            .collect();
+        let view = ClusterView::build(obs, Default::default());
+        assert_eq!(view.nodes[&node(2)].slots, slots(10923, 16383));
+        assert!(!view.nodes[&node(2)].reachable);
+        assert!(view.uncovered_slots().is_empty());
+    }
 }
