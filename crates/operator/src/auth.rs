@@ -1,13 +1,15 @@
 //! The cluster's password (DESIGN.md `auth`): read from the named Secret, or from the
-//! operator-managed `<name>-auth` Secret, created with a random password when missing.
-//! Touches the API server. The password is never logged, put in status or in Events.
+//! operator-managed `<name>-auth` Secret, created with a random password when missing; and the
+//! record of the password the nodes were last moved to (`<name>-auth-applied`, see
+//! [`crate::rotation`]). Touches the API server. The password is never logged, put in status
+//! or in Events.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 use kredis_api::{labels, AuthMode, ValidatedCluster};
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use rand::distr::{Alphanumeric, SampleString};
 use tracing::info;
 
@@ -110,4 +112,67 @@ async fn create(
             cluster.namespace
         ))(e)),
     }
+}
+
+/// The Secret recording the password every node was last moved to.
+pub fn applied_secret_name(cluster: &ValidatedCluster) -> String {
+    format!("{}-auth-applied", cluster.name)
+}
+
+/// The password the nodes were last moved to, when recorded.
+pub async fn applied(
+    client: &kube::Client,
+    cluster: &ValidatedCluster,
+) -> Result<Option<String>, Error> {
+    let name = applied_secret_name(cluster);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &cluster.namespace);
+    let found = secrets.get_opt(&name).await.map_err(Error::kube(format!(
+        "read Secret {}/{name}",
+        cluster.namespace
+    )))?;
+    Ok(found.as_ref().and_then(read))
+}
+
+/// Records `password` as the one every node now runs with (server-side apply, owned by the
+/// KRedis so it goes with it).
+pub async fn record_applied(
+    client: &kube::Client,
+    cluster: &ValidatedCluster,
+    password: &str,
+) -> Result<(), Error> {
+    let name = applied_secret_name(cluster);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &cluster.namespace);
+    let mut secret_labels = labels::cluster_selector(&cluster.name);
+    secret_labels.insert(labels::MANAGED_BY_KEY.into(), labels::MANAGED_BY.into());
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(cluster.namespace.clone()),
+            labels: Some(secret_labels),
+            owner_references: owner_reference(cluster).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            PASSWORD_KEY.to_owned(),
+            ByteString(password.as_bytes().to_vec()),
+        )])),
+        type_: Some("Opaque".into()),
+        ..Secret::default()
+    };
+    let mut body = serde_json::to_value(&secret).unwrap_or_default();
+    body["apiVersion"] = "v1".into();
+    body["kind"] = "Secret".into();
+    info!(secret = %name, "recording the password the nodes run with");
+    secrets
+        .patch(
+            &name,
+            &PatchParams::apply(crate::services::MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await
+        .map_err(Error::kube(format!(
+            "record the applied password in Secret {}/{name}",
+            cluster.namespace
+        )))?;
+    Ok(())
 }

@@ -6,6 +6,7 @@
 //! - [`rollout`] (pure plan; Redis for live settings): changes without downtime;
 //! - [`status`] (pure): the KRedis status from pods and the engine's view;
 //! - [`auth`] (API server): the password Secret;
+//! - [`rotation`] (API server + Redis): moving every node to a changed password, live;
 //! - [`services`] (API server): per-cluster Services and PodDisruptionBudgets;
 //! - [`hook`] (API server, Events): the engine step hook (deletion stop, progress, Events);
 //! - [`reconcile`] (API server + Redis): one pass, observe -> validate -> plan -> execute -> report;
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod pod;
 pub mod reconcile;
 pub mod rollout;
+pub mod rotation;
 pub mod services;
 pub mod status;
 pub mod topology;

@@ -36,6 +36,7 @@ use crate::error::{chain, Error};
 use crate::hook::{truncate, Hook, Running};
 use crate::pod::{self, build_pod};
 use crate::rollout;
+use crate::rotation::{self, Rotation};
 use crate::services;
 use crate::status::{self, Outcome};
 use crate::topology::{self, PodFacts, PodState};
@@ -215,6 +216,43 @@ async fn apply(kredis: Arc<KRedis>, ctx: &Arc<Context>) -> Result<Action, Error>
         return Ok(Action::requeue(ctx.config.resync));
     }
 
+    // A changed password first: a node still on the old one would look unreachable below.
+    let mut rotating = None;
+    if let Some(desired) = password.as_deref() {
+        match rotation::ensure(&ctx.client, &cluster, &facts, &admin, desired).await? {
+            Rotation::Settled => {}
+            Rotation::Partial(why) => rotating = Some(why),
+            Rotation::Blocked(why) => {
+                publish(
+                    ctx,
+                    &kredis,
+                    EventType::Warning,
+                    "PasswordRejected",
+                    why.clone(),
+                )
+                .await;
+                let view = observe_pods(&admin, &facts).await;
+                let status = status::build(
+                    &status::Inputs {
+                        cluster: &cluster,
+                        pods: &facts,
+                        view: &view,
+                        outcome: &Outcome::Failed {
+                            category: "PasswordRejected".into(),
+                            message: why,
+                        },
+                        operation: None,
+                        previous: kredis.status.as_ref(),
+                        healing: false,
+                    },
+                    &now(),
+                );
+                write_status(ctx, &kredis, &cluster, status, false).await?;
+                return Ok(Action::requeue(SECRET_RETRY));
+            }
+        }
+    }
+
     // Observe, then get rid of pods whose process is gone for good.
     let view = observe_pods(&admin, &facts).await;
     let ghosts = topology::ghost_ports(&view, &facts);
@@ -362,6 +400,9 @@ async fn apply(kredis: Arc<KRedis>, ctx: &Arc<Context>) -> Result<Action, Error>
     }
     if let (Outcome::Converged, Some(op)) = (&outcome, &operation) {
         outcome = Outcome::Waiting(op.step.clone());
+    }
+    if let (Some(why), Outcome::Converged) = (rotating, &outcome) {
+        outcome = Outcome::Waiting(why);
     }
     if !pod_plan.waiting.is_empty() && matches!(outcome, Outcome::Converged) {
         outcome = Outcome::Waiting(pod_plan.waiting.join("; "));

@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::pod::{owner_reference, CLIENT_PORT_NAME};
 
 /// Field manager of the operator's server-side applies.
-const MANAGER: &str = "kredis-operator";
+pub const MANAGER: &str = "kredis-operator";
 /// Label on PDBs naming their shard, so removed shards' budgets can be found and deleted.
 const PDB_SHARD: &str = labels::SHARD;
 

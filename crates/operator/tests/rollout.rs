@@ -278,3 +278,155 @@ async fn paused_stops_a_rollout_between_pods() {
     h.ready("halt").await;
     h.check("halt").await;
 }
+
+/// Whether the node at `addr` accepts `password`.
+async fn accepts(addr: &str, password: &str) -> bool {
+    let Ok(client) = redis::Client::open(format!("redis://:{password}@{addr}")) else {
+        return false;
+    };
+    match client.get_multiplexed_async_connection().await {
+        Ok(mut c) => redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+async fn node_addrs(h: &Harness, name: &str) -> Vec<String> {
+    let s = h.kredis().get(name).await.unwrap().status.unwrap();
+    s.nodes
+        .iter()
+        .map(|n| format!("{}:{}", n.host.clone().unwrap(), n.port))
+        .collect()
+}
+
+async fn set_password(h: &Harness, secret: &str, password: &str) {
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(h.client.clone(), "default");
+    secrets
+        .patch(
+            secret,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"stringData": {"password": password}})),
+        )
+        .await
+        .expect("change the password");
+}
+
+async fn stop_operator(h: &mut Harness) {
+    if let Some(op) = h.operator.take() {
+        op.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_password_is_applied_live_even_across_an_operator_restart() {
+    let mut h = start(3, true).await;
+    h.create(
+        "pw",
+        json!({"masters": 3, "replicasPerMaster": 1, "basePort": 27000}),
+    )
+    .await;
+    h.ready("pw").await;
+    let old = h.password("pw").await.expect("a password");
+    let mut conn = h.cluster_client("pw").await;
+    common::write_keys(&mut conn, "k", 1000).await;
+    let before = uids(&h, "pw").await;
+    let addrs = node_addrs(&h, "pw").await;
+
+    // The Secret changes while no operator runs: the new one must learn the old password from
+    // the record the first one left.
+    let new = "rotated-Password-1";
+    stop_operator(&mut h).await;
+    set_password(&h, "pw-auth", new).await;
+    h.operator = Some(common::Operator::start(h.client.clone()).await);
+    eventually(
+        "every node on the new password only",
+        Duration::from_secs(60),
+        || async {
+            for a in &addrs {
+                if !accepts(a, new).await || accepts(a, &old).await {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        config_everywhere(&h, "pw", "masterauth").await,
+        vec![new.to_string(); addrs.len()],
+        "replicas would not re-sync"
+    );
+    // Replication links re-authenticate with the new masterauth.
+    for a in &addrs {
+        let mut c = redis::Client::open(format!("redis://:{new}@{a}"))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let _: redis::Value = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("replica")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    eventually(
+        "replication links up again",
+        Duration::from_secs(60),
+        || async {
+            for a in &addrs {
+                let mut c = redis::Client::open(format!("redis://:{new}@{a}"))
+                    .ok()?
+                    .get_multiplexed_async_connection()
+                    .await
+                    .ok()?;
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut c)
+                    .await
+                    .ok()?;
+                if info.contains("role:slave") && !info.contains("master_link_status:up") {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    h.ready("pw").await;
+    assert_eq!(uids(&h, "pw").await, before, "the rotation restarted pods");
+    common::assert_keys(&mut h.cluster_client("pw").await, "k", 1000).await;
+    h.check("pw").await;
+
+    // Bad input: the record is gone and the Secret names a password no node knows. The
+    // operator says so and touches nothing; putting the nodes' password back recovers.
+    stop_operator(&mut h).await;
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(h.client.clone(), "default");
+    secrets
+        .delete("pw-auth-applied", &Default::default())
+        .await
+        .expect("delete the record");
+    set_password(&h, "pw-auth", "nobody-knows-this-one").await;
+    h.operator = Some(common::Operator::start(h.client.clone()).await);
+    let why = eventually("PasswordRejected", Duration::from_secs(60), || async {
+        let s = h.kredis().get("pw").await.ok()?.status?;
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded" && c.reason == "PasswordRejected")
+            .map(|c| c.message.clone())
+    })
+    .await;
+    println!("rejected: {why}");
+    assert!(why.contains("pw-auth"), "{why}");
+    assert!(!why.contains("nobody-knows"), "the password leaked: {why}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(uids(&h, "pw").await, before, "pods touched while blocked");
+    set_password(&h, "pw-auth", new).await;
+    h.ready("pw").await;
+    common::assert_keys(&mut h.cluster_client("pw").await, "k", 1000).await;
+}
