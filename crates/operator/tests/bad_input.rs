@@ -203,6 +203,14 @@ fn spec_at(base: u16, extra: Value) -> Value {
 async fn invalid_specs_are_refused_or_reported_without_pods() {
     let started = Instant::now();
     let h = start(3, true).await;
+    // A healthy cluster next to every bad one: none of them may touch it.
+    h.create(
+        "bystander",
+        json!({"masters": 1, "replicasPerMaster": 0, "basePort": 13000}),
+    )
+    .await;
+    let bystander = h.ready("bystander").await;
+    let bystander_pods = pod_uids(&h, "bystander").await;
 
     // (a) Refused by the API server's schema check.
     let rejected = [
@@ -271,6 +279,83 @@ async fn invalid_specs_are_refused_or_reported_without_pods() {
             strict: true,
             code: 400,
             needles: &["strict decoding error", "unknown field \"spec.mastres\""],
+        },
+        Rejected {
+            name: "misspelled-nested-field",
+            spec: json!({"auth": {"passwrd": "hunter2"}}),
+            strict: true,
+            code: 400,
+            needles: &["unknown field \"spec.auth.passwrd\""],
+        },
+        Rejected {
+            name: "fractional-masters",
+            spec: json!({"masters": 3.5}),
+            strict: false,
+            code: 422,
+            needles: &["spec.masters", "must be of type integer"],
+        },
+        Rejected {
+            name: "huge-masters",
+            spec: json!({"masters": 10_000_000_000_i64}),
+            strict: false,
+            code: 422,
+            needles: &["spec.masters", "less than or equal to 500"],
+        },
+        Rejected {
+            name: "port-beyond-range",
+            spec: json!({"basePort": 70000}),
+            strict: false,
+            code: 422,
+            needles: &["spec.basePort", "less than or equal to 55535"],
+        },
+        Rejected {
+            name: "spec-as-string",
+            spec: json!("three masters please"),
+            strict: false,
+            code: 422,
+            needles: &["spec", "must be of type object"],
+        },
+        Rejected {
+            name: "host-network-as-string",
+            spec: json!({"hostNetwork": "yes"}),
+            strict: false,
+            code: 422,
+            needles: &["spec.hostNetwork", "must be of type boolean"],
+        },
+        Rejected {
+            name: "config-as-list",
+            spec: json!({"config": ["maxmemory-samples 5"]}),
+            strict: false,
+            code: 422,
+            needles: &["spec.config", "must be of type object"],
+        },
+        Rejected {
+            name: "config-value-as-number",
+            spec: json!({"config": {"maxmemory-samples": 5}}),
+            strict: false,
+            code: 422,
+            needles: &["maxmemory-samples", "must be of type string"],
+        },
+        Rejected {
+            name: "auth-enabled-as-string",
+            spec: json!({"auth": {"enabled": "yes"}}),
+            strict: false,
+            code: 422,
+            needles: &["spec.auth.enabled", "must be of type boolean"],
+        },
+        Rejected {
+            name: "exporter-as-boolean",
+            spec: json!({"exporter": true}),
+            strict: false,
+            code: 422,
+            needles: &["spec.exporter", "must be of type object"],
+        },
+        Rejected {
+            name: "paused-as-number",
+            spec: json!({"paused": 1}),
+            strict: false,
+            code: 422,
+            needles: &["spec.paused", "must be of type boolean"],
         },
     ];
     for case in &rejected {
@@ -364,6 +449,93 @@ async fn invalid_specs_are_refused_or_reported_without_pods() {
             ],
         },
         Invalid {
+            name: "empty-image".into(),
+            spec: spec_at(21000, json!({"image": " "})),
+            field: "spec.image",
+            needles: &["image is empty", "such as redis:7.2"],
+        },
+        Invalid {
+            name: "empty-exporter-image".into(),
+            spec: spec_at(21100, json!({"exporter": {"enabled": true, "image": ""}})),
+            field: "spec.exporter.image",
+            needles: &["exporter image is empty", "exporter.enabled: false"],
+        },
+        Invalid {
+            // Hostile: read a file of the node into the config.
+            name: "include-file".into(),
+            spec: spec_at(21200, json!({"config": {"include": "/etc/passwd"}})),
+            field: "spec.config.include",
+            needles: &["extra files are not mounted", "remove it from spec.config"],
+        },
+        Invalid {
+            name: "load-module".into(),
+            spec: spec_at(21300, json!({"config": {"loadmodule": "/tmp/evil.so"}})),
+            field: "spec.config.loadmodule",
+            needles: &["modules are not mounted"],
+        },
+        Invalid {
+            // Hostile: a second superuser, or a default user the operator cannot log in as.
+            name: "acl-user".into(),
+            spec: spec_at(21400, json!({"config": {"user": "default off"}})),
+            field: "spec.config.user",
+            needles: &["ACL users"],
+        },
+        Invalid {
+            name: "daemonize".into(),
+            spec: spec_at(21500, json!({"config": {"daemonize": "yes"}})),
+            field: "spec.config.daemonize",
+            needles: &["foreground"],
+        },
+        Invalid {
+            name: "announce-other-ip".into(),
+            spec: spec_at(
+                21600,
+                json!({"config": {"cluster-announce-ip": "10.9.9.9"}}),
+            ),
+            field: "spec.config.cluster-announce-ip",
+            needles: &["announces the pod's address"],
+        },
+        Invalid {
+            name: "replicate-elsewhere".into(),
+            spec: spec_at(21700, json!({"config": {"replicaof": "10.9.9.9 6379"}})),
+            field: "spec.config.replicaof",
+            needles: &["decides which node replicates which"],
+        },
+        Invalid {
+            name: "directive-with-space".into(),
+            spec: spec_at(21800, json!({"config": {"maxmemory samples": "5"}})),
+            field: "spec.config.maxmemory samples",
+            needles: &["not a redis.conf directive name"],
+        },
+        Invalid {
+            // Keys are case-insensitive: two spellings of one directive.
+            name: "directive-twice".into(),
+            spec: spec_at(
+                21900,
+                json!({"config": {"MAXMEMORY-SAMPLES": "6", "maxmemory-samples": "5"}}),
+            ),
+            field: "spec.config.maxmemory-samples",
+            needles: &["given twice"],
+        },
+        Invalid {
+            name: "negative-memory".into(),
+            spec: spec_at(22000, json!({"maxMemory": "-1gb"})),
+            field: "spec.maxMemory",
+            needles: &["\"-1gb\""],
+        },
+        Invalid {
+            name: "tls-port".into(),
+            spec: spec_at(22100, json!({"config": {"tls-port": "6390"}})),
+            field: "spec.config.tls-port",
+            needles: &["TLS is not supported"],
+        },
+        Invalid {
+            name: "working-dir".into(),
+            spec: spec_at(22200, json!({"config": {"dir": "/"}})),
+            field: "spec.config.dir",
+            needles: &["emptyDir"],
+        },
+        Invalid {
             name: "secret-without-password".into(),
             spec: spec_at(20900, json!({"auth": {"secretName": "no-password-key"}})),
             field: "spec.auth.secretName",
@@ -384,11 +556,11 @@ async fn invalid_specs_are_refused_or_reported_without_pods() {
     for case in &invalid {
         assert_invalid(&h, &case.name, case.field, case.needles).await;
     }
-    // No later reconcile changed its mind: still no pod anywhere in the namespace, and no
-    // KRedis left Invalid.
+    // No later reconcile changed its mind: still no pod anywhere in the namespace but the
+    // bystander's, and no KRedis left Invalid.
     let pods = h
         .pods()
-        .list(&ListParams::default())
+        .list(&ListParams::default().labels("app.kubernetes.io/instance!=bystander"))
         .await
         .expect("list pods");
     assert!(
@@ -408,8 +580,14 @@ async fn invalid_specs_are_refused_or_reported_without_pods() {
             case.name
         );
     }
+    // The bystander: same pods, same node ids, still Ready.
+    assert_eq!(pod_uids(&h, "bystander").await, bystander_pods);
+    let after = h.ready("bystander").await;
+    assert_eq!(node_ids(&after), node_ids(&bystander));
     eprintln!(
-        "invalid_specs_are_refused_or_reported_without_pods: {:?}",
+        "invalid_specs_are_refused_or_reported_without_pods: {} refused, {} reported Invalid, bystander untouched, {:?}",
+        rejected.len(),
+        invalid.len(),
         started.elapsed()
     );
 }
