@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: deps run test fmt lint bench bench-operator
+.PHONY: deps run test fmt lint bench bench-operator chaos
 
 deps:
 	@./scripts/install-deps.sh
@@ -32,3 +32,9 @@ bench: deps
 ## operator as its own process; time to Ready, peak RSS, CPU while idle. docs/operator-benchmark.md
 bench-operator: deps
 	$(CARGO) run --release -p kredis --example operator_bench
+
+## The long chaos run (not part of `make test`, which runs one seed of 8 rounds): 3 seeds x 20
+## rounds of faults under a writing client; prints a report per seed. docs/reliability.md
+chaos: deps
+	KREDIS_CHAOS_SEEDS=$${KREDIS_CHAOS_SEEDS:-1,2,3} KREDIS_CHAOS_ROUNDS=$${KREDIS_CHAOS_ROUNDS:-20} \
+		$(CARGO) test -p kredis-operator --test chaos -- --nocapture

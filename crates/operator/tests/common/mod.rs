@@ -406,9 +406,19 @@ pub struct Writes {
 /// Writes `w:<n>` keys, reading an earlier one back after each, as fast as one connection
 /// allows until `stop`.
 pub fn writer(
-    mut conn: redis::cluster_async::ClusterConnection,
+    conn: redis::cluster_async::ClusterConnection,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<Writes> {
+    writer_with_prefix(conn, stop, "w")
+}
+
+/// [`writer`] with keys `<prefix>:<n>`.
+pub fn writer_with_prefix(
+    mut conn: redis::cluster_async::ClusterConnection,
+    stop: Arc<AtomicBool>,
+    prefix: &str,
+) -> tokio::task::JoinHandle<Writes> {
+    let prefix = prefix.to_owned();
     tokio::spawn(async move {
         let mut acked = Vec::new();
         let mut failed = 0;
@@ -416,7 +426,7 @@ pub fn writer(
         let mut recovered: Option<Instant> = None;
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
-            let key = format!("w:{n}");
+            let key = format!("{prefix}:{n}");
             n += 1;
             let result = async {
                 conn.set::<_, _, ()>(&key, "x").await?;
