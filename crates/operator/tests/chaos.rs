@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{eventually, start, writer_with_prefix, Harness, Operator};
+use common::{start, writer_with_prefix, Harness, Operator};
 use kredis_api::NodeRole;
 use kube::api::ListParams;
 use kube::ResourceExt;
@@ -118,15 +118,35 @@ async fn kill_redis(host: &str, port: i32) {
         .await;
 }
 
-/// Injects `fault`; returns what to wait for: a pod that must come back with a new uid.
+/// A pod hit by a fault: it must go, and its Redis node must leave the status (the operator
+/// saw the fault and healed it; a status still reading Ready from before proves nothing).
+struct Victim {
+    pod: String,
+    uid: String,
+    node_id: String,
+}
+
+/// Injects `fault`; returns the pod it hit, if it hit one.
 async fn inject(
     h: &mut Harness,
     fault: Fault,
     rng: &mut StdRng,
     shape: &mut (i64, i64),
-) -> Option<(String, String)> {
+) -> Option<Victim> {
     let before = uids(h).await;
-    let victim = |pod: &str| Some((pod.to_owned(), before.get(pod).cloned().unwrap_or_default()));
+    let status = h.kredis().get(NAME).await.ok().and_then(|k| k.status);
+    let victim = |pod: &str| {
+        let node_id = status
+            .as_ref()
+            .and_then(|s| s.nodes.iter().find(|n| n.pod == pod))
+            .and_then(|n| n.node_id.clone())
+            .unwrap_or_default();
+        Some(Victim {
+            pod: pod.to_owned(),
+            uid: before.get(pod).cloned().unwrap_or_default(),
+            node_id,
+        })
+    };
     match fault {
         Fault::DeleteMasterPod | Fault::DeleteReplicaPod => {
             let role = if fault == Fault::DeleteMasterPod {
@@ -270,17 +290,45 @@ async fn run_seed(seed: u64, rounds: usize) {
             continue;
         };
         *faults.entry(fault).or_default() += 1;
-        eventually(
-            &format!("round {round} ({fault:?}): {} replaced", victim.0),
-            ROUND,
-            || async {
-                let now = uids(&h).await;
-                now.get(&victim.0)
-                    .is_some_and(|u| *u != victim.1)
-                    .then_some(())
-            },
-        )
-        .await;
+        let deadline = Instant::now() + ROUND;
+        // The victim's pod goes (its replacement may take another index while the dead node's
+        // ports are still known to the cluster), then the cluster heals.
+        loop {
+            let pod_gone = !uids(&h).await.values().any(|u| *u == victim.uid);
+            let node_gone = h
+                .kredis()
+                .get(NAME)
+                .await
+                .ok()
+                .and_then(|k| k.status)
+                .is_some_and(|s| {
+                    !s.nodes
+                        .iter()
+                        .any(|n| n.node_id.as_deref() == Some(victim.node_id.as_str()))
+                });
+            if pod_gone && node_gone {
+                break;
+            }
+            if Instant::now() > deadline {
+                let k = h.kredis().get(NAME).await.ok();
+                let pods: Vec<_> = h
+                    .pods()
+                    .list(&ListParams::default())
+                    .await
+                    .map(|l| l.items)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| (p.name_any(), p.status.and_then(|s| s.phase)))
+                    .collect();
+                panic!(
+                    "round {round} ({fault:?}): {} (node {}) still there after {ROUND:?}; pods {pods:?}; status {:#?}",
+                    victim.pod,
+                    victim.node_id,
+                    k.and_then(|k| k.status)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         finish_round(&h, round, fault, started, &mut converge).await;
         let writes = stop_writer(stop, task).await;
         let l = lost(&h, &writes.acked).await;

@@ -219,6 +219,11 @@ impl<'a> Planner<'a> {
     }
 
     fn classify_members(&mut self) {
+        // In a new or half-created cluster (no key anywhere, nothing failing), a member that
+        // got slots, met some others or was attached before the creation stopped is not
+        // another cluster: it joins like a fresh one (groups merge; nothing can be lost).
+        let creating = self.is_bootstrap();
+        let member_ids: BTreeSet<&NodeId> = self.resolved.iter().filter_map(id_of).collect();
         for i in 0..self.resolved.len() {
             let r = &self.resolved[i];
             let Some(obs) = r.obs else {
@@ -227,11 +232,17 @@ impl<'a> Planner<'a> {
                 });
                 continue;
             };
-            let joinable = obs.is_alone()
-                && obs.keys == 0
+            let fresh = obs.is_alone()
                 && obs
                     .myself()
                     .is_some_and(|m| m.slots.is_empty() && m.role() == Role::Master);
+            // Only groups made of our own members: a node that knows any other node may
+            // belong to someone else's cluster, which a MEET would drag in (PITFALLS 32).
+            let ours = obs
+                .entries
+                .iter()
+                .all(|e| e.flags.handshake || member_ids.contains(&e.id));
+            let joinable = obs.keys == 0 && (fresh || (creating && ours));
             if joinable || self.in_cluster(i) {
                 self.eligible.push(i);
                 continue;
@@ -434,10 +445,28 @@ impl<'a> Planner<'a> {
             .map(|i| self.resolved[i].member.worker.as_str())
     }
 
-    /// No slot is assigned anywhere and no node holds a key: a new (or half-created) cluster.
+    /// A new or half-created cluster: no node holds a key, and either no slot is assigned
+    /// anywhere, or a creation stopped between two `ADDSLOTS` (found by the crash-safety
+    /// test): members that took an epoch or slots are still apart from the main group, no
+    /// node is failing and every slot owner answers. Bootstrap sets every epoch before the
+    /// first `ADDSLOTS`, so a creation stopped anywhere looks like this or like a new cluster.
+    /// Lost slots (an owner that died, the survivors together) never do.
     fn is_bootstrap(&self) -> bool {
-        self.view.nodes.values().all(|n| n.slots.is_empty())
-            && self.view.observed.values().all(|o| o.keys == 0)
+        let no_keys = self.view.observed.values().all(|o| o.keys == 0);
+        let untouched = self.view.nodes.values().all(|n| n.slots.is_empty());
+        // Members that got slots, an epoch or peers but are not in the main group: a creation
+        // stopped before its MEETs.
+        let split = self.resolved.iter().any(|r| {
+            r.obs.is_some_and(|o| !o.is_fresh())
+                && r.id.as_ref().is_some_and(|id| !self.cluster.contains(id))
+        });
+        let half_created = split
+            && self
+                .view
+                .nodes
+                .values()
+                .all(|n| !n.failed && n.pfail_by == 0 && (n.slots.is_empty() || n.reachable));
+        no_keys && (untouched || half_created)
     }
 
     fn ready_to_bootstrap(&mut self) -> bool {
@@ -804,8 +833,10 @@ impl<'a> Planner<'a> {
         out
     }
 
-    /// Even contiguous ranges per shard for a new cluster; slots already held are kept.
+    /// Even contiguous ranges per shard for a new cluster; slots already held are kept. Every
+    /// config epoch is set before the first slot is added (see [`Self::is_bootstrap`]).
     fn bootstrap_slots(&self, master_of_shard: &BTreeMap<usize, usize>) -> Vec<Step> {
+        let mut epochs = Vec::new();
         let mut out = Vec::new();
         let n = self.desired.masters;
         let uncovered = self.view.uncovered_slots();
@@ -821,7 +852,7 @@ impl<'a> Planner<'a> {
             if self.resolved[i].obs.is_some_and(NodeObservation::is_alone)
                 && self.view.max_epoch() == 0
             {
-                out.push(Step::SetConfigEpoch {
+                epochs.push(Step::SetConfigEpoch {
                     node: node.clone(),
                     epoch: *s as u64 + 1,
                 });
@@ -833,7 +864,8 @@ impl<'a> Planner<'a> {
                 });
             }
         }
-        out
+        epochs.extend(out);
+        epochs
     }
 
     /// MEET joining members, attach replicas to their shard's master, detach surplus.
