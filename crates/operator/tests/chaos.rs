@@ -185,7 +185,10 @@ async fn inject(
                 .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&worker))
                 .map(ResourceExt::name_any)?;
             h.cluster.delete_node(&worker).expect("delete worker");
-            h.cluster.add_node().expect("add a worker");
+            // A new name: a node re-created under the deleted one's name keeps its pods (as
+            // in Kubernetes, where pods are bound by node name).
+            let fresh = format!("chaos-node-{}", rng.random::<u32>());
+            h.cluster.add_node_named(&fresh).expect("add a worker");
             victim(&pod)
         }
         Fault::CrashOperatorWhileScaling => {
