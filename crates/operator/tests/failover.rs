@@ -37,9 +37,13 @@ async fn replicate_all(h: &Harness, name: &str) {
             Some(p) => format!("redis://:{p}@{m}"),
             None => format!("redis://{m}"),
         };
+        // WAIT blocks up to 5 s: the client must wait longer than that for its answer (the
+        // default response timeout fired on a loaded machine).
+        let config =
+            redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
         let mut c = redis::Client::open(url)
             .unwrap()
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .unwrap();
         let n: i64 = redis::cmd("WAIT")
