@@ -453,9 +453,12 @@ print(sorted(served), file=sys.stderr)
     }
     // Replicas may still be syncing the keys just written: wait for offsets to match.
     for m in &want_masters {
+        // WAIT may block 5 s: answer time must be longer than that.
+        let config =
+            redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
         let mut c = redis::Client::open(format!("redis://:{password}@{m}"))
             .unwrap()
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .expect("master connection");
         let _: i64 = redis::cmd("WAIT")
