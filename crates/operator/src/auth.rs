@@ -83,23 +83,7 @@ async fn create(
     name: &str,
 ) -> Result<Secret, Error> {
     let password = Alphanumeric.sample_string(&mut rand::rng(), PASSWORD_LEN);
-    let mut secret_labels = labels::cluster_selector(&cluster.name);
-    secret_labels.insert(labels::MANAGED_BY_KEY.into(), labels::MANAGED_BY.into());
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(cluster.namespace.clone()),
-            labels: Some(secret_labels),
-            owner_references: owner_reference(cluster).map(|o| vec![o]),
-            ..ObjectMeta::default()
-        },
-        data: Some(BTreeMap::from([(
-            PASSWORD_KEY.to_owned(),
-            ByteString(password.into_bytes()),
-        )])),
-        type_: Some("Opaque".into()),
-        ..Secret::default()
-    };
+    let secret = owned_secret(cluster, name, password.as_bytes());
     info!(secret = name, "creating the auth Secret");
     match secrets.create(&PostParams::default(), &secret).await {
         Ok(s) => Ok(s),
@@ -142,23 +126,7 @@ pub async fn record_applied(
 ) -> Result<(), Error> {
     let name = applied_secret_name(cluster);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &cluster.namespace);
-    let mut secret_labels = labels::cluster_selector(&cluster.name);
-    secret_labels.insert(labels::MANAGED_BY_KEY.into(), labels::MANAGED_BY.into());
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(cluster.namespace.clone()),
-            labels: Some(secret_labels),
-            owner_references: owner_reference(cluster).map(|o| vec![o]),
-            ..ObjectMeta::default()
-        },
-        data: Some(BTreeMap::from([(
-            PASSWORD_KEY.to_owned(),
-            ByteString(password.as_bytes().to_vec()),
-        )])),
-        type_: Some("Opaque".into()),
-        ..Secret::default()
-    };
+    let secret = owned_secret(cluster, &name, password.as_bytes());
     let mut body = serde_json::to_value(&secret).unwrap_or_default();
     body["apiVersion"] = "v1".into();
     body["kind"] = "Secret".into();
@@ -175,4 +143,25 @@ pub async fn record_applied(
             cluster.namespace
         )))?;
     Ok(())
+}
+
+/// A Secret `name` holding `password`, labelled as the cluster's and owned by its KRedis.
+fn owned_secret(cluster: &ValidatedCluster, name: &str, password: &[u8]) -> Secret {
+    let mut secret_labels = labels::cluster_selector(&cluster.name);
+    secret_labels.insert(labels::MANAGED_BY_KEY.into(), labels::MANAGED_BY.into());
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(cluster.namespace.clone()),
+            labels: Some(secret_labels),
+            owner_references: owner_reference(cluster).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            PASSWORD_KEY.to_owned(),
+            ByteString(password.to_vec()),
+        )])),
+        type_: Some("Opaque".into()),
+        ..Secret::default()
+    }
 }
