@@ -437,7 +437,7 @@ fn defaults(info: &ResourceInfo, obj: &mut Value, old: Option<&Value>) -> ApiRes
     Ok(())
 }
 
-fn validate(info: &ResourceInfo, obj: &mut Value, _old: Option<&Value>) -> ApiResult<()> {
+fn validate(info: &ResourceInfo, obj: &mut Value, old: Option<&Value>) -> ApiResult<()> {
     let name = meta::name(obj).to_owned();
     let causes = validate_metadata(obj);
     if !causes.is_empty() {
@@ -446,12 +446,35 @@ fn validate(info: &ResourceInfo, obj: &mut Value, _old: Option<&Value>) -> ApiRe
     if info.custom {
         let version = version_of(obj);
         if let Some(schema) = info.schemas.get(&version) {
-            let causes = schema::apply(obj, schema);
+            let mut causes = schema::apply(obj, schema);
+            // As kube-apiserver: CEL rules run unless a value has the wrong type.
+            if causes.iter().any(|c| c.reason == "FieldValueTypeInvalid") {
+                causes.push(Cause {
+                    reason: "FieldValueInvalid".into(),
+                    message: "Invalid value: \"null\": some validation rules were not checked because the object was invalid; correct the existing errors to complete validation".into(),
+                    field: "<nil>".into(),
+                });
+            } else {
+                causes.extend(crate::cel::validate(obj, old, schema));
+            }
             if !causes.is_empty() {
                 return Err(ApiError::invalid(&info.group, &info.kind, &name, causes));
             }
         }
         return Ok(());
+    }
+    if info.key() == "customresourcedefinitions.apiextensions.k8s.io" {
+        let mut causes = Vec::new();
+        let versions = obj.pointer("/spec/versions").and_then(Value::as_array);
+        for (i, v) in versions.into_iter().flatten().enumerate() {
+            if let Some(s) = v.pointer("/schema/openAPIV3Schema") {
+                let at = format!("spec.versions[{i}].schema.openAPIV3Schema");
+                causes.extend(crate::cel::compile_errors(s, &at));
+            }
+        }
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(&info.group, &info.kind, &name, causes));
+        }
     }
     if info.key() == "pods" {
         let containers = obj.pointer("/spec/containers").and_then(Value::as_array);

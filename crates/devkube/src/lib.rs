@@ -16,6 +16,7 @@ pub mod admit;
 pub mod api;
 pub mod apply;
 pub mod audit;
+pub mod cel;
 pub mod cluster;
 pub mod convert;
 pub mod error;

@@ -2,7 +2,8 @@
 //! unknown fields pruned (unless `x-kubernetes-preserve-unknown-fields`), non-nullable nulls
 //! dropped, defaults filled, then validation (type, required, enum, bounds, lengths, item
 //! counts) whose failures become `Invalid` causes naming the field. Pure; no network.
-//! Not implemented: `pattern`, `format`, CEL rules, `oneOf`/`anyOf` (beyond int-or-string).
+//! Not implemented: `pattern`, `format`, `oneOf`/`anyOf` (beyond int-or-string). CEL rules
+//! run after this, in [`crate::cel`].
 
 use serde_json::Value;
 

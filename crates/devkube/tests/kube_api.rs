@@ -414,8 +414,29 @@ async fn crd_at_runtime_schema_status_and_generation() {
         "{err:?}"
     );
 
-    // Deleting the CRD stops serving the resource.
+    // A CEL rule that does not compile is refused with the CRD, naming the rule.
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut broken = serde_json::to_value(Widget::crd()).unwrap();
+    broken["metadata"]["name"] = json!("gadgets.test.kredis.io");
+    broken["spec"]["names"] = json!({"plural": "gadgets", "singular": "gadget", "kind": "Gadget"});
+    broken["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        ["x-kubernetes-validations"] = json!([{"rule": "self.size >"}]);
+    let broken: CustomResourceDefinition = serde_json::from_value(broken).unwrap();
+    match crds.create(&PostParams::default(), &broken).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422, "{s:?}");
+            assert!(
+                s.message
+                    .contains("openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule")
+                    && s.message.contains("compilation failed"),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("a CRD with a broken rule was accepted: {other:?}"),
+    }
+
+    // Deleting the CRD stops serving the resource.
     crds.delete("widgets.test.kredis.io", &DeleteParams::default())
         .await
         .unwrap();

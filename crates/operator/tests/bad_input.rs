@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::ByteString;
 use kredis_api::{KRedis, KRedisStatus, NodeRole, Phase};
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde_json::{json, Value};
 
@@ -357,25 +357,42 @@ async fn invalid_specs_are_refused_or_reported_without_pods() {
             code: 422,
             needles: &["spec.paused", "must be of type boolean"],
         },
+        Rejected {
+            // The CRD's CEL rule: 600 pods (+1 reserved) from 55000 put the highest bus port
+            // at 65600. The operator's validate() says the same for servers without CEL.
+            name: "bus-overflow",
+            spec: json!({"masters": 100, "replicasPerMaster": 5, "basePort": 55000}),
+            strict: false,
+            code: 422,
+            needles: &[
+                "spec: Invalid value: \"object\": in hostNetwork mode the highest bus port",
+                "must be <= 65535: lower basePort or the number of pods",
+            ],
+        },
+        Rejected {
+            // A wrong type stops the CEL rules from running (as in kube-apiserver), and the
+            // message says so: the port rule would also fail here.
+            name: "type-error-before-cel",
+            spec: json!({"masters": 100, "replicasPerMaster": 5, "basePort": 55000, "config": 7}),
+            strict: false,
+            code: 422,
+            needles: &[
+                "spec.config",
+                "must be of type object",
+                "some validation rules were not checked",
+            ],
+        },
     ];
     for case in &rejected {
         assert_rejected(&h, case).await;
     }
 
-    // (b) Accepted by the API server (CEL rules and patterns are not run by devkube, and some
-    // checks need the other clusters or the API server), reported Invalid by the operator.
+    // (b) Accepted by the API server (the checks need other clusters, Secrets or more than a
+    // schema can say), reported Invalid by the operator.
     // Each case gets its own basePort so that its only error is the one under test.
     let long_name = format!("a{}", "b".repeat(59));
     assert_eq!(long_name.len(), 60);
     let invalid = vec![
-        Invalid {
-            // 600 pods (+1 reserved) from 55000: the highest bus port would be 65600 (the CEL
-            // rule's job).
-            name: "bus-overflow".into(),
-            spec: json!({"masters": 100, "replicasPerMaster": 5, "basePort": 55000}),
-            field: "spec.basePort",
-            needles: &["65600", "> 65535", "set basePort to at most 54935"],
-        },
         Invalid {
             // Within the schema's ranges, but 200*(1+5) = 1200 pods.
             name: "too-many-pods".into(),
@@ -678,15 +695,49 @@ async fn a_running_cluster_survives_bad_edits_and_pauses() {
     })
     .await;
 
-    // basePort is immutable (a CEL rule devkube does not run): Invalid, every pod kept.
-    h.patch_spec("first", json!({"basePort": 20100})).await;
-    let message = assert_invalid_keeping(&h, "first", &uids).await;
-    assert!(
-        message.starts_with("spec.basePort: basePort is immutable")
-            && message.contains("set it back to 20000"),
-        "{message}"
+    // basePort and hostNetwork are immutable: the CRD's transition rules refuse the edit (the
+    // operator would report Invalid on a server without CEL; topology.rs tests that), and the
+    // same patch with an allowed change in it is refused whole.
+    let generation = h
+        .kredis()
+        .get("first")
+        .await
+        .expect("get")
+        .metadata
+        .generation;
+    for (edit, needle) in [
+        (
+            json!({"basePort": 20100}),
+            "spec.basePort: Invalid value: \"integer\": basePort is immutable: create a new KRedis",
+        ),
+        (
+            json!({"hostNetwork": false, "masters": 4}),
+            "spec.hostNetwork: Invalid value: \"boolean\": hostNetwork is immutable",
+        ),
+    ] {
+        match h
+            .kredis()
+            .patch(
+                "first",
+                &PatchParams::default(),
+                &Patch::Merge(&json!({ "spec": edit })),
+            )
+            .await
+        {
+            Err(kube::Error::Api(s)) => {
+                assert_eq!(s.code, 422, "{s:?}");
+                assert!(s.message.contains(needle), "{needle:?} in {}", s.message);
+            }
+            other => panic!("an immutable edit {edit} was not refused: {other:?}"),
+        }
+    }
+    let k = h.kredis().get("first").await.expect("get");
+    assert_eq!(
+        k.metadata.generation, generation,
+        "a refused edit was stored"
     );
-    h.patch_spec("first", json!({"basePort": 20000})).await;
+    assert_eq!(k.spec.base_port, 20000);
+    assert_eq!(k.spec.masters, 3);
     let after = h.ready("first").await;
     assert_eq!(
         node_ids(&after),
