@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: deps run test fmt lint bench bench-operator chaos
+.PHONY: deps run test fmt lint bench bench-operator chaos load
 
 deps:
 	@./scripts/install-deps.sh
@@ -27,6 +27,12 @@ fmt:
 ## Benchmarks (not part of `make test`): slot migration vs redis-cli --cluster rebalance.
 bench: deps
 	$(CARGO) run --release -p kredis-engine --example migration_bench
+
+## Client load through each scale step (not part of `make test`): 16 tasks of SET/GET on a
+## cluster client before, during and after 3 -> 4 and 4 -> 3, kredis and redis-cli, 200k keys.
+## docs/reliability.md
+load: deps
+	$(CARGO) run --release -p kredis-engine --example migration_bench -- --keys $${KREDIS_LOAD_KEYS:-200000} --load $${KREDIS_LOAD_TASKS:-16}
 
 ## Operator resources (not part of `make test`): 20 KRedis of 3x1 in `kredis dev` with the
 ## operator as its own process; time to Ready, peak RSS, CPU while idle. docs/operator-benchmark.md

@@ -5,7 +5,7 @@
 //! cargo run --release -p kredis-engine --example migration_bench -- [--keys 1000000]
 //!     [--value-bytes 100] [--only redis-cli|kredis|kredis-seq] [--sequential-moves]
 //!     [--batch-keys N] [--slots-in-flight N] [--waves-in-flight N] [--migrates-in-flight N]
-//!     [--redis-cli-pipeline N]
+//!     [--redis-cli-pipeline N] [--load TASKS]
 //! ```
 //!
 //! For each tool, on a fresh set of four local redis-server processes (loopback only, killed
@@ -26,6 +26,11 @@
 //! executor with `concurrent_moves` off (one MoveSlots step after the other, as before the
 //! moves of a plan ran as a group). `RUST_LOG=kredis_engine=info` shows the engine's steps
 //! with timestamps.
+//!
+//! `--load TASKS` (`make load`) runs a client load through each timed step: TASKS tasks on a
+//! redis-rs cluster connection alternate SET and GET of the loaded keys, and the bench prints
+//! commands/s, failed commands, wrong reads and latency before (5 s), during and after (5 s)
+//! the step. The load slows the move, so compare tools' times without it.
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -44,6 +49,9 @@ use kredis_engine::observe::observe;
 use kredis_engine::plan::{Desired, Member, Policy};
 use kredis_engine::reconcile::converge_with;
 
+#[path = "support/load.rs"]
+mod load;
+
 type BoxError = Box<dyn Error + Send + Sync>;
 type Result<T, E = BoxError> = std::result::Result<T, E>;
 
@@ -53,6 +61,8 @@ const LOAD_PIPELINE: usize = 5_000;
 const LOAD_IN_FLIGHT: usize = 4;
 /// How long gossip may take to settle after a step before the checks fail.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// With `--load`: how long the load runs before and after each timed step.
+const LOAD_PHASE: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Tool {
@@ -83,6 +93,7 @@ struct Args {
     waves_in_flight: Option<usize>,
     migrates_in_flight: Option<usize>,
     redis_cli_pipeline: Option<usize>,
+    load: Option<usize>,
 }
 
 impl Args {
@@ -97,6 +108,7 @@ impl Args {
             waves_in_flight: None,
             migrates_in_flight: None,
             redis_cli_pipeline: None,
+            load: None,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -118,6 +130,7 @@ impl Args {
                 "--waves-in-flight" => args.waves_in_flight = Some(value()?),
                 "--migrates-in-flight" => args.migrates_in_flight = Some(value()?),
                 "--sequential-moves" => args.sequential_moves = true,
+                "--load" => args.load = Some(value()?.max(1)),
                 "--only" => {
                     args.only = match it.next().as_deref() {
                         Some("redis-cli") => Some(Tool::RedisCli),
@@ -136,7 +149,7 @@ impl Args {
                         "usage: migration_bench [--keys N] [--value-bytes B] \
                          [--only redis-cli|kredis|kredis-seq] [--sequential-moves] [--batch-keys N] \
                          [--slots-in-flight N] [--waves-in-flight N] [--migrates-in-flight N] \
-                         [--redis-cli-pipeline N]"
+                         [--redis-cli-pipeline N] [--load TASKS]"
                     );
                     std::process::exit(0);
                 }
@@ -166,7 +179,8 @@ struct Measure {
 fn main() -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,redis=error".into()),
         )
         .try_init();
     let args = match Args::parse() {
@@ -255,6 +269,7 @@ async fn bench_tool(tool: Tool, args: &Args) -> Result<Vec<Measure>> {
 
     let mut out = Vec::new();
     // 3 -> 4.
+    let load = bench.load_before(args, &[0, 1, 2]).await?;
     let cpu = bench.cpu();
     let (seconds, overhead) = match tool {
         Tool::RedisCli => {
@@ -271,6 +286,7 @@ async fn bench_tool(tool: Tool, args: &Args) -> Result<Vec<Measure>> {
         }
     };
     bench.print_cpu(&cpu, seconds);
+    load_after(load, "3 -> 4", tool).await?;
     bench.wait_settled(4).await?;
     let per_node = bench
         .verify(args.keys as u64, &[0, 1, 2, 3], &[0, 1, 2, 3])
@@ -293,6 +309,7 @@ async fn bench_tool(tool: Tool, args: &Args) -> Result<Vec<Measure>> {
     let keys_on_4th = per_node[3];
     let slots_on_4th = bench.slots_of(3).await?;
     let mut detached = false;
+    let load = bench.load_before(args, &[0, 1, 2, 3]).await?;
     let cpu = bench.cpu();
     let (seconds, overhead) = match tool {
         Tool::RedisCli => {
@@ -314,6 +331,7 @@ async fn bench_tool(tool: Tool, args: &Args) -> Result<Vec<Measure>> {
         }
     };
     bench.print_cpu(&cpu, seconds);
+    load_after(load, "4 -> 3", tool).await?;
     // A detached node is alone; otherwise the drained node stays an empty master (redis-cli
     // is not timed for del-node).
     let in_cluster: &[usize] = if detached { &[0, 1, 2] } else { &[0, 1, 2, 3] };
@@ -338,6 +356,19 @@ async fn bench_tool(tool: Tool, args: &Args) -> Result<Vec<Measure>> {
     );
     out.push(m);
     Ok(out)
+}
+
+/// With `--load`: the "during" phase ends, the load runs [`LOAD_PHASE`] more, and its report
+/// is printed. Failed commands or wrong reads are printed, not fatal: they are the finding.
+async fn load_after(load: Option<load::Load>, step: &str, tool: Tool) -> Result<()> {
+    let Some(mut load) = load else {
+        return Ok(());
+    };
+    load.next_phase();
+    tokio::time::sleep(LOAD_PHASE).await;
+    let report = load.stop().await?;
+    load::print_report(step, tool.name(), &report);
+    Ok(())
 }
 
 fn pipeline_arg(args: &Args) -> Vec<String> {
@@ -417,6 +448,22 @@ impl Bench {
             pids.push(pid);
         }
         Ok(Bench { nodes, admin, pids })
+    }
+
+    /// With `--load`: starts the client load seeded from `members` and lets it run
+    /// [`LOAD_PHASE`] before the timed step ("before"), then switches it to "during".
+    async fn load_before(&self, args: &Args, members: &[usize]) -> Result<Option<load::Load>> {
+        let Some(tasks) = args.load else {
+            return Ok(None);
+        };
+        let seeds: Vec<String> = members
+            .iter()
+            .map(|&i| format!("{}:{}", self.addr(i).host, self.addr(i).port))
+            .collect();
+        let mut load = load::Load::start(&seeds, tasks, args.keys, args.value_bytes).await?;
+        tokio::time::sleep(LOAD_PHASE).await;
+        load.next_phase();
+        Ok(Some(load))
     }
 
     /// CPU seconds used so far by this process (the kredis client side) and by each node.
