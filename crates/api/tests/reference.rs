@@ -1,11 +1,12 @@
 //! `docs/reference.md` lists every field of the KRedis spec and status with the description
 //! the CRD carries (from the Rust doc comments). The table is generated from the CRD; this
 //! test fails when it is stale. Regenerate with
-//! `KREDIS_BLESS=1 cargo test -p kredis-api --test reference`.
+//! `KREDIS_BLESS=1 cargo test -p kredis-api --test suite reference::`.
 
 use serde_json::Value;
 
-const BEGIN: &str = "<!-- BEGIN GENERATED FIELDS (cargo test -p kredis-api --test reference) -->";
+const BEGIN: &str =
+    "<!-- BEGIN GENERATED FIELDS (cargo test -p kredis-api --test suite reference::) -->";
 const END: &str = "<!-- END GENERATED FIELDS -->";
 
 fn kind(schema: &Value) -> String {
@@ -85,6 +86,6 @@ fn reference_lists_every_field_as_the_crd_describes_it() {
     }
     assert!(
         doc == fresh,
-        "docs/reference.md is stale: run KREDIS_BLESS=1 cargo test -p kredis-api --test reference"
+        "docs/reference.md is stale: run KREDIS_BLESS=1 cargo test -p kredis-api --test suite reference::"
     );
 }

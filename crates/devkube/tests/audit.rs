@@ -4,7 +4,7 @@
 //! manifests need (Deployments, ClusterRoles/Roles and their bindings) through `apply_yaml`,
 //! kube-rs and kubectl.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! the `finalizer()` helper (JSON patch with `test`), server-side apply of children,
 //! `patch_status`, and `Recorder` events (events.k8s.io/v1).
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! `kredis dev`'s foreground loop: SIGTERM stops the control plane and every process it
 //! started. A separate test binary, because it signals its own process.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

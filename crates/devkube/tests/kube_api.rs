@@ -2,7 +2,7 @@
 //! runtime, schemas, subresources, patches, server-side apply, selectors, pagination, tables,
 //! watches (selectors, bookmarks, compaction, timeouts) and garbage collection.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! delete node, and schema errors as kubectl shows them. Each invocation uses its own
 //! --cache-dir so discovery is never stale.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Stdio;

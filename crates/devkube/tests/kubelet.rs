@@ -3,7 +3,7 @@
 //! Pending with an event, killed processes restart, deleted pods and nodes take their
 //! processes with them, restartPolicy Never ends in Succeeded/Failed.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

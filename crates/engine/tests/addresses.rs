@@ -1,6 +1,6 @@
 //! Addresses: moved nodes, reused host:port, restarts without nodes.conf, a full restart at
 //! new addresses.
-mod common;
+use crate::common;
 
 use common::Harness;
 

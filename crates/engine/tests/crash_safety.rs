@@ -6,7 +6,7 @@
 //! converged, `redis-cli --cluster check` OK, the expected topology, no key lost or
 //! duplicated. Each case prints how many boundaries it covered.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

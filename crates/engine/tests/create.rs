@@ -1,5 +1,5 @@
 //! Creating clusters from empty redis-server processes.
-mod common;
+use crate::common;
 
 use common::Harness;
 

@@ -1,6 +1,6 @@
 //! Bad input and faults: each gets a typed error naming the node, touches nothing it should
 //! not, and leaves the cluster recoverable by the next plan.
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! Scaling replicas, failover and replacement against real redis-server processes.
-mod common;
+use crate::common;
 
 use common::Harness;
 use kredis_engine::model::Role;

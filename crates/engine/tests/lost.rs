@@ -1,6 +1,6 @@
 //! Losing masters: a shard with no surviving copy (policy decides), quorum lost, and the
 //! guards that keep data from being reset away.
-mod common;
+use crate::common;
 
 use common::Harness;
 use kredis_engine::exec::{Ctx, Executor, StepError};

@@ -1,6 +1,6 @@
 //! Slot migration with keys: scale masters out and in with every key kept (strings, hashes,
 //! sets, TTLs), with a cluster client writing throughout, and interrupted at random points.
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! PITFALLS 17, 19, 21: every open-slot case, created by hand on real nodes, is repaired by
 //! the next plan with no key lost and nothing overwritten.
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

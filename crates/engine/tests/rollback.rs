@@ -1,6 +1,6 @@
 //! The seed's rollback: a step of a multi-step operation fails on a real fault; the undo
 //! stack restores the previous topology; the next plan converges.
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

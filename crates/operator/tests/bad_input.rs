@@ -8,7 +8,7 @@
 //! share as few clusters as possible: one 3x1, two 3x0 and one 1x0, one control plane each
 //! test function.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

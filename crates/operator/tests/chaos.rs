@@ -11,7 +11,7 @@
 //! faults by kind, convergence time p50/p99/max, writes acknowledged, failed client commands
 //! and keys lost.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

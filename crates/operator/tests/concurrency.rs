@@ -1,7 +1,7 @@
 //! One queue per KRedis (MISSION 2): while one cluster migrates slots, another cluster's
 //! master crash is failed over at once, not after the migration.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -5,13 +5,13 @@
 //! The window during which writes fail is measured and printed (no timing is asserted: speed
 //! lives in benchmarks).
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{assert_keys, start, write_keys, writer, Harness, Writes};
+use common::{assert_keys, replicate_all, start, write_keys, writer, Harness, Writes};
 use kredis_api::NodeRole;
 use redis::AsyncCommands;
 use serde_json::json;
@@ -27,33 +27,6 @@ async fn a_master(h: &Harness, name: &str) -> (String, String, i32) {
         .find(|n| n.role == Some(NodeRole::Master))
         .expect("a master");
     (n.pod, n.host.expect("host"), n.port)
-}
-
-/// Makes sure every key written so far is on a replica too (WAIT on each master).
-async fn replicate_all(h: &Harness, name: &str) {
-    let pw = h.password(name).await;
-    for m in h.masters(name).await {
-        let url = match &pw {
-            Some(p) => format!("redis://:{p}@{m}"),
-            None => format!("redis://{m}"),
-        };
-        // WAIT blocks up to 5 s: the client must wait longer than that for its answer (the
-        // default response timeout fired on a loaded machine).
-        let config =
-            redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
-        let mut c = redis::Client::open(url)
-            .unwrap()
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .unwrap();
-        let n: i64 = redis::cmd("WAIT")
-            .arg(1)
-            .arg(5000)
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        assert!(n >= 1, "master {m} has no replica in sync");
-    }
 }
 
 /// The uid of a pod.

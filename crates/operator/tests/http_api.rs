@@ -6,7 +6,7 @@
 //! HTTP is spoken by hand (HTTP/1.1 GET, `Connection: close`) so the test adds no client
 //! dependency and sees the exact status line, headers and body.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

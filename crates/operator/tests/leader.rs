@@ -2,7 +2,7 @@
 //! serves the HTTP API from its own watch cache, and when the leader dies the standby takes
 //! over within the lease duration.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! -> 3 and replicas 1 -> 2 -> 0 -> 1 with keys loaded (every key kept, `redis-cli --cluster
 //! check` clean after each step), status as DESIGN.md says, and no status churn.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -11,7 +11,7 @@
 //! `deploy/crd.yaml`. There is no helm binary here, so [`helm`] renders the small template
 //! subset the chart uses.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! acknowledged write lost; a broken rollout stops after its first pod and is rolled back by
 //! reverting the spec.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -341,6 +341,33 @@ pub async fn missing_keys(
     missing
 }
 
+/// Makes sure every key written so far is on a replica too (WAIT on each master).
+pub async fn replicate_all(h: &Harness, name: &str) {
+    let pw = h.password(name).await;
+    for m in h.masters(name).await {
+        let url = match &pw {
+            Some(p) => format!("redis://:{p}@{m}"),
+            None => format!("redis://{m}"),
+        };
+        // WAIT blocks up to 5 s: the client must wait longer than that for its answer (the
+        // default response timeout fired on a loaded machine).
+        let config =
+            redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
+        let mut c = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .unwrap();
+        let n: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(5000)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert!(n >= 1, "master {m} has no replica in sync");
+    }
+}
+
 /// Asserts every key written by [`write_keys`] reads back.
 pub async fn assert_keys(
     conn: &mut redis::cluster_async::ClusterConnection,
