@@ -45,5 +45,5 @@ bench-operator: deps
 ## The long chaos run (not part of `make test`, which runs one seed of 8 rounds): 3 seeds x 20
 ## rounds of faults under a writing client; prints a report per seed. docs/reliability.md
 chaos: deps
-	KREDIS_CHAOS_SEEDS=$${KREDIS_CHAOS_SEEDS:-1,2,3} KREDIS_CHAOS_ROUNDS=$${KREDIS_CHAOS_ROUNDS:-20} \
+	RUST_LOG=$${RUST_LOG:-warn} KREDIS_CHAOS_SEEDS=$${KREDIS_CHAOS_SEEDS:-1,2,3} KREDIS_CHAOS_ROUNDS=$${KREDIS_CHAOS_ROUNDS:-20} \
 		$(CARGO) test -p kredis-operator --test suite chaos:: -- --nocapture

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Pod;
 use kredis_api::{labels, PortLayout, ValidatedCluster};
-use kredis_engine::model::{ClusterView, NodeAddr, Role};
+use kredis_engine::model::{ClusterView, NodeAddr, NodeId, Role};
 use kredis_engine::plan::Member;
 use kube::ResourceExt;
 
@@ -246,17 +246,29 @@ pub fn immutable_field_errors(cluster: &ValidatedCluster, pods: &[PodFacts]) -> 
     errors.into_iter().collect()
 }
 
-/// Node ids in `view` that no running pod backs and that do not answer: dead nodes the engine
-/// has not forgotten yet. Returns their client ports.
+/// Client ports no new pod may take yet, of node ids in `view` that no running pod backs:
+/// - dead nodes (they do not answer) the engine has not forgotten yet;
+/// - masters that still answer and that replicas follow: a process whose pod object is gone
+///   (force-deleted before its container stopped). Its replicas replicate from its address,
+///   so a fresh, empty redis-server started there would be taken for their master once the
+///   old process dies: they would full-resync from it and drop the shard's data (Redis
+///   checks neither node id nor replication id before a full resync). The port is free
+///   again once the engine has promoted a replica.
 pub fn ghost_ports(view: &ClusterView, pods: &[PodFacts]) -> BTreeSet<u16> {
     let live: BTreeSet<NodeAddr> = pods
         .iter()
         .filter(|p| matches!(p.state, PodState::Running | PodState::Terminating))
         .filter_map(PodFacts::addr)
         .collect();
+    let followed: BTreeSet<&NodeId> = view
+        .nodes
+        .values()
+        .filter(|n| n.role == Role::Replica)
+        .filter_map(|n| n.master.as_ref())
+        .collect();
     view.nodes
         .values()
-        .filter(|n| !n.reachable)
+        .filter(|n| !n.reachable || (n.role == Role::Master && followed.contains(&n.id)))
         .filter(|n| n.addr.as_ref().is_none_or(|a| !live.contains(a)))
         .map(|n| n.addr.as_ref().map_or(0, |a| a.port))
         .collect()
@@ -360,6 +372,7 @@ pub fn plan_pods(cluster: &ValidatedCluster, pods: &[PodFacts], ghosts: &BTreeSe
 mod tests {
     use super::*;
     use kredis_api::{validate, KRedis, KRedisSpec};
+    use kredis_engine::model::{SlotSet, ViewNode};
 
     fn cluster(masters: i32, replicas: i32) -> ValidatedCluster {
         let mut kr = KRedis::new(
@@ -420,6 +433,76 @@ mod tests {
         let ghost = BTreeSet::from([10001]);
         assert!(plan_pods(&c, &pods, &ghost).create.is_empty());
         assert_eq!(plan_pods(&c, &pods, &BTreeSet::new()).create, vec![(1, 0)]);
+    }
+
+    fn view_node(
+        id: char,
+        port: u16,
+        role: Role,
+        master: Option<char>,
+        reachable: bool,
+    ) -> ViewNode {
+        let id_of = |c: char| NodeId::parse(&c.to_string().repeat(40)).expect("node id");
+        ViewNode {
+            id: id_of(id),
+            addr: Some(NodeAddr::new("127.0.0.1".to_string(), port)),
+            role,
+            master: master.map(id_of),
+            slots: SlotSet::new(),
+            config_epoch: 0,
+            reachable,
+            failed: false,
+            pfail_by: 0,
+            handshake: false,
+            noaddr: false,
+            known_by: BTreeSet::new(),
+            migrating: Vec::new(),
+            importing: Vec::new(),
+        }
+    }
+
+    fn view_of(nodes: Vec<ViewNode>) -> ClusterView {
+        ClusterView {
+            nodes: nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
+            ..ClusterView::default()
+        }
+    }
+
+    #[test]
+    fn an_orphaned_master_with_replicas_keeps_its_port_until_a_replica_is_promoted() {
+        // c-0's pod object is gone (force-deleted) but its process still answers as master
+        // of c-1: a new pod on port 10000 would become c-1's replication source.
+        let pods = vec![facts(1, 0, PodState::Running)];
+        let followed = view_of(vec![
+            view_node('a', 10000, Role::Master, None, true),
+            view_node('b', 10001, Role::Replica, Some('a'), true),
+        ]);
+        assert_eq!(ghost_ports(&followed, &pods), BTreeSet::from([10000]));
+        let c = cluster(1, 1);
+        let plan = plan_pods(&c, &pods, &ghost_ports(&followed, &pods));
+        assert!(
+            plan.create.is_empty() && !plan.waiting.is_empty(),
+            "{plan:?}"
+        );
+        // Once c-1 is the master (promoted), nobody follows port 10000: the pod is created.
+        let promoted = view_of(vec![
+            view_node('a', 10000, Role::Replica, Some('b'), true),
+            view_node('b', 10001, Role::Master, None, true),
+        ]);
+        assert!(ghost_ports(&promoted, &pods).is_empty());
+        assert_eq!(plan_pods(&c, &pods, &BTreeSet::new()).create, vec![(0, 0)]);
+        // A dead node the engine has not forgotten keeps its port too.
+        let dead = view_of(vec![
+            view_node('a', 10000, Role::Master, None, false),
+            view_node('b', 10001, Role::Master, None, true),
+        ]);
+        assert_eq!(ghost_ports(&dead, &pods), BTreeSet::from([10000]));
+        // A followed master backed by its running pod is no ghost.
+        let pods = vec![
+            facts(0, 0, PodState::Running),
+            facts(1, 0, PodState::Running),
+        ];
+        assert!(ghost_ports(&followed, &pods).is_empty());
     }
 
     #[test]

@@ -15,10 +15,14 @@ use kredis_engine::reconcile::{converge, ConvergeError, Report};
 
 pub const PASSWORD: &str = "s3cret-test-pass";
 
+/// Logs go to the test's captured output, which is printed only when it fails: by default the
+/// engine's and operator's decisions (info), so a failure in CI shows what they did.
+/// `RUST_LOG` overrides.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,kredis_engine=info,kredis_operator=info".into()),
         )
         .with_test_writer()
         .try_init();
