@@ -35,7 +35,7 @@ pub enum LocalError {
         source: std::io::Error,
     },
     /// The process started but never answered.
-    #[error("redis-server on port {port} did not answer within {after:?}; log: {log}")]
+    #[error("redis-server on port {port} did not answer (gave up after {after:?}); log: {log}")]
     NotReady {
         /// Port.
         port: u16,
@@ -92,12 +92,14 @@ fn reserved_ports() -> &'static Mutex<HashSet<u16>> {
 }
 
 /// Picks a port `p` such that `p` and `p + 10000` are free on 127.0.0.1 and not handed out
-/// before by this process. Ports come from 20000..45000 so the bus port stays below the
-/// ephemeral range most kernels use for outgoing connections.
+/// before by this process. Ports come from 10000..22000 so the bus port (at most 31999) stays
+/// below the ephemeral range Linux uses for outgoing connections (32768 and up): a port free
+/// when checked can still be taken by another process before redis-server binds it, which
+/// [`LocalNode::start`] survives by trying another.
 pub fn free_port_pair() -> Result<u16, LocalError> {
     let mut rng = rand::rng();
     for _ in 0..500 {
-        let port: u16 = rng.random_range(20000..45000);
+        let port: u16 = rng.random_range(10000..22000);
         let Ok(mut reserved) = reserved_ports().lock() else {
             return Err(LocalError::NoPort);
         };
@@ -116,20 +118,41 @@ pub fn free_port_pair() -> Result<u16, LocalError> {
 impl LocalNode {
     /// Starts a node on a free port in a new temporary directory.
     pub async fn start(config: LocalNodeConfig) -> Result<Self, LocalError> {
-        let port = free_port_pair()?;
         let tmp = tempfile::Builder::new()
             .prefix("kredis-node-")
             .tempdir()
             .map_err(LocalError::Dir)?;
         let mut node = LocalNode {
-            addr: NodeAddr::new("127.0.0.1", port),
+            addr: NodeAddr::new("127.0.0.1", 0),
             dir: tmp.path().to_path_buf(),
             _tmp: Some(Arc::new(tmp)),
             child: None,
             config,
         };
-        node.spawn().await?;
+        node.spawn_on_free_port().await?;
         Ok(node)
+    }
+
+    /// Picks a free port pair and starts there; when another process took one of the ports
+    /// between the check and redis-server's bind, tries another pair (a few times).
+    async fn spawn_on_free_port(&mut self) -> Result<(), LocalError> {
+        let mut attempt = 0;
+        loop {
+            self.addr.port = free_port_pair()?;
+            match self.spawn().await {
+                Err(LocalError::NotReady { log, .. })
+                    if attempt < 4 && log.contains("Address already in use") =>
+                {
+                    attempt += 1;
+                    self.kill().await;
+                    tracing::debug!(
+                        port = self.addr.port,
+                        "port taken meanwhile, trying another"
+                    );
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Starts a node on a given port, in `dir` (kept after drop). Used by `kredis local`.
@@ -197,8 +220,9 @@ impl LocalNode {
         self.wait_ready().await
     }
 
-    async fn wait_ready(&self) -> Result<(), LocalError> {
-        let deadline = Instant::now() + START_TIMEOUT;
+    async fn wait_ready(&mut self) -> Result<(), LocalError> {
+        let started = Instant::now();
+        let deadline = started + START_TIMEOUT;
         let admin = std::sync::Arc::new(AdminConfig {
             credentials: Credentials {
                 username: None,
@@ -212,11 +236,15 @@ impl LocalNode {
                     return Ok(());
                 }
             }
+            if !self.is_running() {
+                // Exited (a port taken, a bad option): no point in waiting longer.
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Err(LocalError::NotReady {
             port: self.addr.port,
-            after: START_TIMEOUT,
+            after: started.elapsed(),
             log: self.log_tail(),
         })
     }
@@ -264,11 +292,11 @@ impl LocalNode {
     pub async fn move_to_new_port(&mut self) -> Result<(), LocalError> {
         self.kill().await;
         let old = self.addr.port;
-        self.addr.port = free_port_pair()?;
+        self.spawn_on_free_port().await?;
         if let Ok(mut reserved) = reserved_ports().lock() {
             reserved.remove(&old);
         }
-        self.spawn().await
+        Ok(())
     }
 
     /// The process id, while running.
