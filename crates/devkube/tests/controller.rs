@@ -140,7 +140,8 @@ async fn controller_with_owns_finalizer_recorder_and_server_side_apply() {
     });
     let controller = Controller::new(gadgets.clone(), Default::default())
         .owns(cms.clone(), Default::default())
-        .shutdown_on_signal()
+        // No `shutdown_on_signal()`: signals are process-wide and foreground.rs raises SIGTERM
+        // in this test binary, which would stop this controller mid-test.
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|_| async {});
     let task = tokio::spawn(controller);

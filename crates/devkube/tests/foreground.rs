@@ -36,6 +36,8 @@ async fn sigterm_stops_everything() {
     // On this current-thread runtime one yield polls the task once, which installs the
     // handlers synchronously before its first await.
     tokio::task::yield_now().await;
+    // Process-wide: every signal listener in this test binary receives it, so no other test
+    // here may listen for SIGTERM (controller.rs once did, and stopped when this ran).
     raise(Signal::SIGTERM).unwrap();
     tokio::time::timeout(Duration::from_secs(20), task)
         .await
