@@ -260,7 +260,20 @@ pub fn plan(
         ));
         return out;
     }
-    // One pod at a time, in a stable cluster only.
+    // One pod at a time, in a stable cluster only: every wanted pod exists (a replaced pod
+    // whose successor is not created yet leaves the view converged for a moment, its node not
+    // yet flagged by the others) and runs ready.
+    let shard_pods = live
+        .iter()
+        .filter(|p| p.shard.is_some_and(|s| s < cluster.masters))
+        .count();
+    if shard_pods < cluster.pod_count() as usize {
+        out.step = Step::Wait(format!(
+            "waiting for {} missing pod(s) to be created",
+            cluster.pod_count() as usize - shard_pods
+        ));
+        return out;
+    }
     let unstable = live
         .iter()
         .find(|p| p.state != PodState::Running || !p.ready || node_of(view, p).is_none());
@@ -323,6 +336,22 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_pod_is_taken_while_a_replaced_one_is_missing() {
+        use crate::topology::tests::{cluster, facts};
+        let c = cluster(2, 1);
+        // c-1 was replaced and its successor is not created yet; the others run the old spec.
+        let pods: Vec<PodFacts> = [0, 2, 3]
+            .into_iter()
+            .map(|i| facts(i, i / 2, PodState::Running))
+            .collect();
+        let plan = plan(&c, &pods, &ClusterView::default(), "new");
+        match plan.step {
+            Step::Wait(why) => assert!(why.contains("1 missing pod"), "{why}"),
+            other => panic!("expected a wait, got {other:?}"),
+        }
+    }
 
     #[test]
     fn memory_units_follow_redis() {

@@ -369,12 +369,12 @@ pub fn plan_pods(cluster: &ValidatedCluster, pods: &[PodFacts], ghosts: &BTreeSe
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use kredis_api::{validate, KRedis, KRedisSpec};
     use kredis_engine::model::{SlotSet, ViewNode};
 
-    fn cluster(masters: i32, replicas: i32) -> ValidatedCluster {
+    pub(crate) fn cluster(masters: i32, replicas: i32) -> ValidatedCluster {
         let mut kr = KRedis::new(
             "c",
             KRedisSpec {
@@ -388,7 +388,7 @@ mod tests {
         validate(&kr, &[]).unwrap()
     }
 
-    fn facts(index: u32, shard: u32, state: PodState) -> PodFacts {
+    pub(crate) fn facts(index: u32, shard: u32, state: PodState) -> PodFacts {
         PodFacts {
             name: format!("c-{index}"),
             index: Some(index),

@@ -59,19 +59,35 @@ async fn config_everywhere(h: &Harness, name: &str, key: &str) -> Vec<String> {
     out
 }
 
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Applies `spec` while a client writes and reads; returns when the rollout finished.
 async fn roll_under_load(h: &Harness, name: &str, spec: serde_json::Value) {
     let before = uids(h, name).await;
     let stop = Arc::new(AtomicBool::new(false));
     let task = writer(h.cluster_client(name).await, stop.clone());
+    // Stops the writer on every way out, a failed assertion included: otherwise it keeps
+    // logging reconnect attempts while the harness tears the cluster down, and the panic
+    // message drowns in them.
+    let _stop_writer = StopOnDrop(stop.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
     h.patch_spec(name, spec).await;
     // Every pod replaced, then Ready; meanwhile never more than one pod out of service
     // (terminating, or not yet ready) at a time.
     let worst = Arc::new(AtomicUsize::new(0));
+    // The pods out of service at the worst moment, for the failure message.
+    let worst_pods = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let before_ref = &before;
     eventually("every pod replaced", Duration::from_secs(300), || {
         let worst = worst.clone();
+        let worst_pods = worst_pods.clone();
         async move {
             let pods = h
                 .pods()
@@ -79,7 +95,7 @@ async fn roll_under_load(h: &Harness, name: &str, spec: serde_json::Value) {
                 .await
                 .ok()?
                 .items;
-            let out = pods
+            let out: Vec<String> = pods
                 .iter()
                 .filter(|p| {
                     p.metadata.deletion_timestamp.is_some()
@@ -91,8 +107,17 @@ async fn roll_under_load(h: &Harness, name: &str, spec: serde_json::Value) {
                                 c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
                             })
                 })
-                .count();
-            worst.fetch_max(out, Ordering::Relaxed);
+                .map(|p| {
+                    let phase = p.status.as_ref().and_then(|s| s.phase.clone());
+                    let gone = p.metadata.deletion_timestamp.is_some();
+                    format!("{} (phase {phase:?}, terminating {gone})", p.name_any())
+                })
+                .collect();
+            if out.len() > worst.fetch_max(out.len(), Ordering::Relaxed) {
+                if let Ok(mut w) = worst_pods.lock() {
+                    *w = out;
+                }
+            }
             let now = uids(h, name).await;
             (now.len() == before_ref.len()
                 && now.values().all(|u| !before_ref.values().any(|b| b == u)))
@@ -101,7 +126,11 @@ async fn roll_under_load(h: &Harness, name: &str, spec: serde_json::Value) {
     })
     .await;
     let worst = worst.load(Ordering::Relaxed);
-    assert!(worst <= 1, "{worst} pods were out of service at once");
+    assert!(
+        worst <= 1,
+        "{worst} pods were out of service at once: {:?}",
+        worst_pods.lock().map(|w| w.clone()).unwrap_or_default()
+    );
     h.ready(name).await;
     stop.store(true, Ordering::Relaxed);
     let writes = task.await.unwrap();
