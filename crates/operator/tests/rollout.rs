@@ -8,7 +8,7 @@
 use crate::common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,13 +81,11 @@ async fn roll_under_load(h: &Harness, name: &str, spec: serde_json::Value) {
     h.patch_spec(name, spec).await;
     // Every pod replaced, then Ready; meanwhile never more than one pod out of service
     // (terminating, or not yet ready) at a time.
-    let worst = Arc::new(AtomicUsize::new(0));
-    // The pods out of service at the worst moment, for the failure message.
-    let worst_pods = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    // The pods out of service at the worst moment.
+    let worst = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let before_ref = &before;
     eventually("every pod replaced", Duration::from_secs(300), || {
         let worst = worst.clone();
-        let worst_pods = worst_pods.clone();
         async move {
             let pods = h
                 .pods()
@@ -113,8 +111,8 @@ async fn roll_under_load(h: &Harness, name: &str, spec: serde_json::Value) {
                     format!("{} (phase {phase:?}, terminating {gone})", p.name_any())
                 })
                 .collect();
-            if out.len() > worst.fetch_max(out.len(), Ordering::Relaxed) {
-                if let Ok(mut w) = worst_pods.lock() {
+            if let Ok(mut w) = worst.lock() {
+                if out.len() > w.len() {
                     *w = out;
                 }
             }
@@ -125,11 +123,11 @@ async fn roll_under_load(h: &Harness, name: &str, spec: serde_json::Value) {
         }
     })
     .await;
-    let worst = worst.load(Ordering::Relaxed);
+    let worst = worst.lock().map(|w| w.clone()).unwrap_or_default();
     assert!(
-        worst <= 1,
-        "{worst} pods were out of service at once: {:?}",
-        worst_pods.lock().map(|w| w.clone()).unwrap_or_default()
+        worst.len() <= 1,
+        "{} pods were out of service at once: {worst:?}",
+        worst.len()
     );
     h.ready(name).await;
     stop.store(true, Ordering::Relaxed);
