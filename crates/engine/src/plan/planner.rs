@@ -143,6 +143,14 @@ impl<'a> Planner<'a> {
         };
         let (joins, mut surplus) = self.joins_and_replication(&master_of_shard);
         surplus.extend(self.unbacked_live());
+        // Replicas leave before masters: a master cannot be forgotten while a node still
+        // replicates it ("Can't forget my master"). Shards order the detaches of one removed
+        // shard, but a drained master owns no slot, so it and its replica may be parked in
+        // different shards (found by the scale-in test with unpinned members).
+        surplus.sort_by_key(|step| match step {
+            Step::Detach { node } => self.node(&node.id).is_some_and(|n| n.role == Role::Master),
+            _ => false,
+        });
 
         let mut steps = Vec::new();
         steps.append(&mut stale_meets);
