@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use tokio::process::{Child, Command};
 
-use crate::admin::{AdminConfig, Credentials, NodeClient};
+use crate::admin::{AdminConfig, Credentials, NodeClient, TlsConfig};
 use crate::model::NodeAddr;
 
 /// How long a freshly spawned redis-server may take to answer PING. It starts in
@@ -52,6 +52,28 @@ pub enum LocalError {
     NoPort,
 }
 
+/// A throwaway CA and one certificate it signed (for `names`, such as `127.0.0.1` and
+/// `localhost`), as a [`TlsConfig`] whose client certificate is also the nodes' own: what TLS
+/// tests and local clusters need, and what a `kubernetes.io/tls` Secret from cert-manager
+/// holds (`ca.crt`, `tls.crt`, `tls.key`). ECDSA P-256, with rcgen's default validity.
+pub fn throwaway_tls(names: &[&str]) -> Result<TlsConfig, rcgen::Error> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "kredis throwaway CA");
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
+    let mut node = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+    node.distinguished_name
+        .push(DnType::CommonName, "kredis node");
+    let key = KeyPair::generate()?;
+    let cert = node.signed_by(&key, &ca)?;
+    Ok(TlsConfig {
+        ca_cert: ca.pem().into_bytes(),
+        client: Some((cert.pem().into_bytes(), key.serialize_pem().into_bytes())),
+    })
+}
+
 /// Settings for a local node.
 #[derive(Clone, Debug)]
 pub struct LocalNodeConfig {
@@ -61,6 +83,9 @@ pub struct LocalNodeConfig {
     pub node_timeout_ms: u64,
     /// Whether to start with `cluster-enabled yes` (tests of bad input turn it off).
     pub cluster_enabled: bool,
+    /// TLS only (`port 0`, `tls-port`, `tls-cluster yes`, `tls-replication yes`): the
+    /// client certificate and key of `tls` are also the node's own, as in a kredis pod.
+    pub tls: Option<TlsConfig>,
     /// Extra `--directive value` pairs.
     pub extra: Vec<(String, String)>,
 }
@@ -71,6 +96,7 @@ impl Default for LocalNodeConfig {
             password: None,
             node_timeout_ms: 3000,
             cluster_enabled: true,
+            tls: None,
             extra: Vec::new(),
         }
     }
@@ -177,8 +203,11 @@ impl LocalNode {
         let port = self.addr.port;
         let mut cmd = Command::new("redis-server");
         let dir = self.dir.display().to_string();
-        let mut args: Vec<(String, String)> = vec![
-            ("port".into(), port.to_string()),
+        let mut args: Vec<(String, String)> = match &self.config.tls {
+            None => vec![("port".into(), port.to_string())],
+            Some(tls) => self.tls_args(tls)?,
+        };
+        args.extend([
             ("bind".into(), "127.0.0.1".into()),
             ("dir".into(), dir.clone()),
             ("logfile".into(), format!("{dir}/redis.log")),
@@ -186,7 +215,7 @@ impl LocalNode {
             ("appendonly".into(), "no".into()),
             ("daemonize".into(), "no".into()),
             ("protected-mode".into(), "no".into()),
-        ];
+        ]);
         if self.config.cluster_enabled {
             args.extend([
                 ("cluster-enabled".into(), "yes".into()),
@@ -220,6 +249,27 @@ impl LocalNode {
         self.wait_ready().await
     }
 
+    /// Writes the certificate files into the node's directory; the TLS-only directives.
+    fn tls_args(&self, tls: &TlsConfig) -> Result<Vec<(String, String)>, LocalError> {
+        let write = |name: &str, pem: &[u8]| -> Result<String, LocalError> {
+            let path = self.dir.join(name);
+            std::fs::write(&path, pem).map_err(LocalError::Dir)?;
+            Ok(path.display().to_string())
+        };
+        let mut args = vec![
+            ("port".into(), "0".into()),
+            ("tls-port".into(), self.addr.port.to_string()),
+            ("tls-cluster".into(), "yes".into()),
+            ("tls-replication".into(), "yes".into()),
+            ("tls-ca-cert-file".into(), write("ca.crt", &tls.ca_cert)?),
+        ];
+        if let Some((cert, key)) = &tls.client {
+            args.push(("tls-cert-file".into(), write("tls.crt", cert)?));
+            args.push(("tls-key-file".into(), write("tls.key", key)?));
+        }
+        Ok(args)
+    }
+
     async fn wait_ready(&mut self) -> Result<(), LocalError> {
         let started = Instant::now();
         let deadline = started + START_TIMEOUT;
@@ -228,6 +278,7 @@ impl LocalNode {
                 username: None,
                 password: self.config.password.clone(),
             },
+            tls: self.config.tls.clone(),
             ..AdminConfig::default()
         });
         while Instant::now() < deadline {

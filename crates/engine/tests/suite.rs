@@ -17,3 +17,4 @@ mod open_slots;
 mod planner_props;
 mod rollback;
 mod send;
+mod tls;

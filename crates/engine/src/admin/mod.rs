@@ -63,11 +63,88 @@ impl Credentials {
     }
 }
 
+/// TLS for admin connections (PEM). The nodes' certificates are verified against `ca_cert`;
+/// host names are not, as Redis Cluster itself does not: nodes are addressed by IP, and a
+/// pod's IP is not known when its certificate is issued. The client certificate answers
+/// Redis' `tls-auth-clients` (on by default). `Debug` never prints the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// CA certificate(s) that signed the nodes' certificates.
+    pub ca_cert: Vec<u8>,
+    /// Client certificate chain and its private key, if the nodes require one.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("ca_cert_bytes", &self.ca_cert.len())
+            .field("client_cert", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl TlsConfig {
+    /// Parses the PEM material once, so a bad certificate or key is reported where it is
+    /// configured rather than as a connect error on every node. The message names the part.
+    pub fn check(&self) -> Result<(), String> {
+        const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+        let has_cert = |pem: &[u8]| pem.windows(BEGIN.len()).any(|w| w == BEGIN);
+        if !has_cert(&self.ca_cert) {
+            return Err("the CA certificate holds no PEM certificate block".into());
+        }
+        if self
+            .client
+            .as_ref()
+            .is_some_and(|(cert, _)| !has_cert(cert))
+        {
+            return Err("the certificate holds no PEM certificate block".into());
+        }
+        tls_client(&NodeAddr::new("127.0.0.1", 6379), self)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A redis-rs client for `addr` over TLS with `tls`' CA and client certificate.
+fn tls_client(addr: &NodeAddr, tls: &TlsConfig) -> redis::RedisResult<redis::Client> {
+    // rustls needs a process-wide crypto provider; ring unless the process chose one (an
+    // error here only means one is installed already).
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    PROVIDER.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    let certs = redis::TlsCertificates {
+        client_tls: tls
+            .client
+            .as_ref()
+            .map(|(cert, key)| redis::ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.clone(),
+            }),
+        root_cert: Some(tls.ca_cert.clone()),
+    };
+    let addr = ConnectionAddr::TcpTls {
+        host: addr.host.clone(),
+        port: addr.port,
+        insecure: false,
+        tls_params: None,
+    };
+    let built = redis::Client::build_with_tls(addr, certs)?;
+    let info = built.get_connection_info();
+    let mut addr = info.addr().clone();
+    addr.set_danger_accept_invalid_hostnames(true);
+    redis::Client::open(info.clone().set_addr(addr))
+}
+
 /// Settings shared by every connection of an [`Admin`].
 #[derive(Clone, Debug)]
 pub struct AdminConfig {
     /// Credentials sent as AUTH, and passed to MIGRATE.
     pub credentials: Credentials,
+    /// TLS (`None`: plain TCP). MIGRATE needs nothing more: a node with `tls-cluster yes`
+    /// opens its MIGRATE connections over TLS itself.
+    pub tls: Option<TlsConfig>,
     /// TCP connect + handshake bound.
     pub connect_timeout: Duration,
     /// Per-command bound.
@@ -78,6 +155,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             credentials: Credentials::default(),
+            tls: None,
             connect_timeout: CONNECT_TIMEOUT,
             command_timeout: COMMAND_TIMEOUT,
         }
@@ -486,11 +564,19 @@ pub(crate) async fn open_connection(
     if let Some(pw) = &config.credentials.password {
         redis_info = redis_info.set_password(pw);
     }
-    let info = ConnectionAddr::Tcp(addr.host.clone(), addr.port)
-        .into_connection_info()
-        .map_err(|source| AdminError::connect(addr, source))?
-        .set_redis_settings(redis_info);
-    let client = redis::Client::open(info).map_err(|source| AdminError::connect(addr, source))?;
+    let client = match &config.tls {
+        None => ConnectionAddr::Tcp(addr.host.clone(), addr.port)
+            .into_connection_info()
+            .and_then(|info| redis::Client::open(info.set_redis_settings(redis_info))),
+        Some(tls) => tls_client(addr, tls).and_then(|c| {
+            redis::Client::open(
+                c.get_connection_info()
+                    .clone()
+                    .set_redis_settings(redis_info),
+            )
+        }),
+    }
+    .map_err(|source| AdminError::connect(addr, source))?;
     let conn_config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
         .set_response_timeout(None);

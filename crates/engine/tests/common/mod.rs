@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kredis_engine::admin::{Admin, AdminConfig, Credentials};
 use kredis_engine::exec::ExecOptions;
-use kredis_engine::local::{LocalNode, LocalNodeConfig};
+use kredis_engine::local::{throwaway_tls, LocalNode, LocalNodeConfig};
 use kredis_engine::model::{ClusterView, NodeAddr, Role, Slot};
 use kredis_engine::observe::observe;
 use kredis_engine::plan::{Desired, Member, Policy};
@@ -43,16 +43,38 @@ impl Harness {
     }
 
     pub async fn start_with(n: usize, password: Option<&str>) -> Harness {
+        Self::start_config(
+            n,
+            LocalNodeConfig {
+                password: password.map(str::to_owned),
+                ..LocalNodeConfig::default()
+            },
+        )
+        .await
+    }
+
+    /// `n` TLS-only nodes (with the password), certificates from a throwaway CA.
+    pub async fn start_tls(n: usize) -> Harness {
+        let tls = throwaway_tls(&["127.0.0.1"]).unwrap_or_else(|e| panic!("{e}"));
+        Self::start_config(
+            n,
+            LocalNodeConfig {
+                password: Some(PASSWORD.into()),
+                tls: Some(tls),
+                ..LocalNodeConfig::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn start_config(n: usize, config: LocalNodeConfig) -> Harness {
         init_tracing();
-        let config = LocalNodeConfig {
-            password: password.map(str::to_owned),
-            ..LocalNodeConfig::default()
-        };
         let admin = Admin::new(AdminConfig {
             credentials: Credentials {
                 username: None,
-                password: password.map(str::to_owned),
+                password: config.password.clone(),
             },
+            tls: config.tls.clone(),
             ..AdminConfig::default()
         });
         let mut h = Harness {
@@ -210,6 +232,17 @@ impl Harness {
         cmd.arg("--cluster").arg("check").arg(addr.to_string());
         if let Some(pw) = &self.config.password {
             cmd.arg("-a").arg(pw).arg("--no-auth-warning");
+        }
+        if self.config.tls.is_some() {
+            // The node wrote its certificate files into its directory.
+            let dir = self.node(self.index_of(&addr)).dir().to_path_buf();
+            cmd.arg("--tls")
+                .arg("--cacert")
+                .arg(dir.join("ca.crt"))
+                .arg("--cert")
+                .arg(dir.join("tls.crt"))
+                .arg("--key")
+                .arg(dir.join("tls.key"));
         }
         let out = cmd.output().unwrap_or_else(|e| panic!("redis-cli: {e}"));
         let text = String::from_utf8_lossy(&out.stdout).to_string()
