@@ -12,11 +12,11 @@ pub mod validate;
 
 pub use types::{
     AuthSpec, ExporterSpec, KRedis, KRedisSpec, KRedisStatus, MaxMemoryPolicy, NodeRole,
-    NodeStatus, OperationStatus, Phase,
+    NodeStatus, OperationStatus, Phase, TlsSpec,
 };
 pub use validate::{
     validate, AuthMode, NodePorts, PortLayout, ValidatedCluster, ValidationError,
-    DENIED_CONFIG_DIRECTIVES, MAX_MASTERS, MAX_PODS, MAX_REPLICAS_PER_MASTER,
+    DENIED_CONFIG_DIRECTIVES, MAX_MASTERS, MAX_PODS, MAX_REPLICAS_PER_MASTER, USER_TLS_DIRECTIVES,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -76,6 +76,9 @@ pub const DEFAULT_CLUSTER_NODE_TIMEOUT_MILLIS: i32 = 5000;
 ).message(
     "in hostNetwork mode the highest bus port, basePort + masters*(1+replicasPerMaster) + 10000 (one index is reserved for rolling updates), must be <= 65535: lower basePort or the number of pods"
 ))]
+#[x_kube(validation = Rule::new("has(self.tls) == has(oldSelf.tls)").message(
+    "tls can only be set when the cluster is created (TLS and plain nodes cannot talk on the cluster bus): create a new KRedis to turn TLS on or off"
+))]
 #[serde(rename_all = "camelCase")]
 pub struct KRedisSpec {
     /// Number of masters (shards), 1..=500. 3 or more is recommended: with fewer, a single
@@ -140,6 +143,12 @@ pub struct KRedisSpec {
     #[serde(default)]
     pub exporter: ExporterSpec,
 
+    /// TLS for client, replication and cluster-bus traffic (set only at creation). Nodes then
+    /// listen with TLS only, on the same ports; clients need the CA and, unless
+    /// `config: {tls-auth-clients: "no"}`, a certificate it signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+
     /// Extra redis.conf directives (name -> value). Directives the operator owns (ports,
     /// cluster mode, passwords, persistence directory, ...) are rejected. A change is applied
     /// live with CONFIG SET where Redis allows it; directives Redis cannot change at run time
@@ -179,6 +188,21 @@ impl Default for AuthSpec {
             secret_name: None,
         }
     }
+}
+
+/// TLS settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Secret (same namespace) with `tls.crt`, `tls.key` and `ca.crt`, as cert-manager writes
+    /// it. The certificate is every node's server and client certificate (for the bus,
+    /// replication and MIGRATE), so it must allow both uses; host names are not checked between
+    /// nodes or by the operator (nodes are addressed by IP), only the CA. A new secretName
+    /// replaces the pods one at a time (its certificate must come from the same CA, or old
+    /// and new pods cannot talk); renewed content of the same Secret reaches each node when
+    /// its pod is next replaced.
+    #[schemars(length(min = 1))]
+    pub secret_name: String,
 }
 
 /// Prometheus exporter sidecar.
@@ -271,6 +295,7 @@ impl Default for KRedisSpec {
             cluster_node_timeout_millis: default_cluster_node_timeout_millis(),
             auth: AuthSpec::default(),
             exporter: ExporterSpec::default(),
+            tls: None,
             config: BTreeMap::new(),
             paused: false,
             recover_lost_slots: true,

@@ -62,7 +62,6 @@ pub const DENIED_CONFIG_DIRECTIVES: &[(&str, &str)] = &[
     ),
     ("cluster-port", "the bus port is always port+10000"),
     ("bind", "Redis binds to the pod IP set by the operator"),
-    ("tls-port", "TLS is not supported by this operator version"),
     // Passwords come from the auth Secret; setting them here would lock the operator out.
     (
         "requirepass",
@@ -138,7 +137,20 @@ const DENIED_CONFIG_PREFIXES: &[(&str, &str)] = &[
         "replica-announce-",
         "the operator announces the pod's address and ports",
     ),
-    ("tls-", "TLS is not supported by this operator version"),
+];
+
+/// `tls-*` directives users may set when `spec.tls` is set (all settable live): how clients
+/// are checked and which protocols and ciphers are offered. Every other `tls-*` directive
+/// (ports, files, cluster and replication modes) follows from `spec.tls`.
+pub const USER_TLS_DIRECTIVES: &[&str] = &[
+    "tls-auth-clients",
+    "tls-protocols",
+    "tls-ciphers",
+    "tls-ciphersuites",
+    "tls-prefer-server-ciphers",
+    "tls-session-caching",
+    "tls-session-cache-size",
+    "tls-session-cache-timeout",
 ];
 
 /// One thing wrong with a KRedis; the message says exactly what to fix.
@@ -279,6 +291,8 @@ pub struct ValidatedCluster {
     pub max_memory_policy: MaxMemoryPolicy,
     pub cluster_node_timeout: Duration,
     pub auth: AuthMode,
+    /// TLS Secret (`tls.crt`, `tls.key`, `ca.crt`) when TLS is on.
+    pub tls: Option<String>,
     /// Exporter image when the exporter is enabled.
     pub exporter_image: Option<String>,
     /// Extra redis.conf directives, keys lower-cased, none on the deny-list.
@@ -397,7 +411,11 @@ pub fn validate(
         None
     };
 
-    let config = check_config(&spec.config, &mut errors);
+    let tls = spec.tls.as_ref().map(|t| t.secret_name.trim().to_owned());
+    if let Some(name) = &tls {
+        check_secret_name("spec.tls.secretName", name, &mut errors);
+    }
+    let config = check_config(&spec.config, tls.is_some(), &mut errors);
 
     match (errors.is_empty(), masters, replicas, ports) {
         (true, Some(masters), Some(replicas_per_master), Some(ports)) => Ok(ValidatedCluster {
@@ -414,6 +432,7 @@ pub fn validate(
             max_memory_policy: spec.max_memory_policy,
             cluster_node_timeout: Duration::from_millis(timeout.unsigned_abs()),
             auth,
+            tls,
             exporter_image,
             config,
             paused: spec.paused,
@@ -612,14 +631,7 @@ fn check_auth(name: &str, spec: &KRedisSpec, errors: &mut Vec<ValidationError>) 
         }
         (false, None) => AuthMode::Disabled,
         (true, Some(secret)) => {
-            if !is_dns_subdomain(secret) {
-                errors.push(ValidationError::new(
-                    "spec.auth.secretName",
-                    format!(
-                        "{secret:?} is not a valid Secret name: use lower-case letters, digits, '-' and '.'"
-                    ),
-                ));
-            }
+            check_secret_name("spec.auth.secretName", secret, errors);
             AuthMode::Secret {
                 name: secret.clone(),
                 managed: false,
@@ -632,8 +644,20 @@ fn check_auth(name: &str, spec: &KRedisSpec, errors: &mut Vec<ValidationError>) 
     }
 }
 
+fn check_secret_name(field: &str, secret: &str, errors: &mut Vec<ValidationError>) {
+    if !is_dns_subdomain(secret) {
+        errors.push(ValidationError::new(
+            field,
+            format!(
+                "{secret:?} is not a valid Secret name: use lower-case letters, digits, '-' and '.'"
+            ),
+        ));
+    }
+}
+
 fn check_config(
     config: &BTreeMap<String, String>,
+    tls: bool,
     errors: &mut Vec<ValidationError>,
 ) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
@@ -650,6 +674,19 @@ fn check_config(
                 format!("{key:?} is not a redis.conf directive name: use letters, digits and '-'"),
             ));
             continue;
+        }
+        if directive.starts_with("tls-") {
+            let message = if !tls {
+                Some(format!("directive {directive:?} needs TLS: set spec.tls.secretName (TLS is turned on there, at creation)"))
+            } else if !USER_TLS_DIRECTIVES.contains(&directive.as_str()) {
+                Some(format!("directive {directive:?} is managed by the operator (TLS ports, files and modes follow from spec.tls): remove it from spec.config; settable are {}", USER_TLS_DIRECTIVES.join(", ")))
+            } else {
+                None
+            };
+            if let Some(message) = message {
+                errors.push(ValidationError::new(field, message));
+                continue;
+            }
         }
         let denied = DENIED_CONFIG_DIRECTIVES
             .iter()

@@ -185,4 +185,12 @@ async fn clients_without_tls_another_ca_or_no_certificate_are_refused_clearly() 
         .check()
         .expect_err("bad key");
     assert!(e.to_lowercase().contains("private key"), "{e}");
+    let (_, other_key) = other
+        .client
+        .clone()
+        .unwrap_or_else(|| panic!("no client cert"));
+    let e = bad(&tls.ca_cert, &cert, &other_key)
+        .check()
+        .expect_err("a key of another certificate");
+    assert!(e.contains("certificate and private key"), "{e}");
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kredis_api::KRedis;
-use kredis_engine::admin::{Admin, AdminConfig, Credentials};
+use kredis_engine::admin::{Admin, AdminConfig, Credentials, TlsConfig};
 use kredis_engine::exec::ExecOptions;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
@@ -65,7 +65,7 @@ pub struct Context {
     pub config: OperatorConfig,
     /// Whether this replica holds the leader Lease (None: no election).
     pub leading: Option<tokio::sync::watch::Receiver<bool>>,
-    admins: Mutex<HashMap<String, (Option<String>, Admin)>>,
+    admins: Mutex<HashMap<String, (AdminConfig, Admin)>>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -107,23 +107,25 @@ impl Context {
         self.leading.as_ref().is_none_or(|l| *l.borrow())
     }
 
-    /// The admin connection pool of cluster `key`, rebuilt when its password changes.
-    pub fn admin(&self, key: &str, password: Option<&str>) -> Admin {
+    /// The admin connection pool of cluster `key`, rebuilt when its password or TLS material
+    /// changes.
+    pub fn admin(&self, key: &str, password: Option<&str>, tls: Option<TlsConfig>) -> Admin {
         let mut admins = self.admins.lock().unwrap_or_else(|e| e.into_inner());
-        let password = password.map(str::to_owned);
-        if let Some((pw, admin)) = admins.get(key) {
-            if *pw == password {
+        let config = AdminConfig {
+            credentials: Credentials {
+                username: None,
+                password: password.map(str::to_owned),
+            },
+            tls,
+            ..AdminConfig::default()
+        };
+        if let Some((c, admin)) = admins.get(key) {
+            if c.credentials == config.credentials && c.tls == config.tls {
                 return admin.clone();
             }
         }
-        let admin = Admin::new(AdminConfig {
-            credentials: Credentials {
-                username: None,
-                password: password.clone(),
-            },
-            ..AdminConfig::default()
-        });
-        admins.insert(key.to_owned(), (password, admin.clone()));
+        let admin = Admin::new(config.clone());
+        admins.insert(key.to_owned(), (config, admin.clone()));
         admin
     }
 

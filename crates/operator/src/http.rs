@@ -44,6 +44,10 @@ pub struct ClusterSummary {
     pub masters: i32,
     /// Desired replicas per master.
     pub replicas_per_master: i32,
+    /// Nodes speak TLS only (connect with `rediss://`, the cluster's CA and, unless
+    /// `tls-auth-clients` is off, a client certificate).
+    #[serde(default)]
+    pub tls: bool,
 }
 
 /// A master in `GET .../nodes`.
@@ -85,6 +89,9 @@ pub struct Nodes {
     pub masters: Vec<MasterNode>,
     /// Replicas.
     pub replicas: Vec<ReplicaNode>,
+    /// The nodes speak TLS only (see [`ClusterSummary::tls`]).
+    #[serde(default)]
+    pub tls: bool,
 }
 
 #[derive(Deserialize)]
@@ -152,6 +159,7 @@ async fn clusters(State(state): State<ApiState>) -> Json<Vec<ClusterSummary>> {
             phase: k.status.as_ref().and_then(|s| s.phase),
             masters: k.spec.masters,
             replicas_per_master: k.spec.replicas_per_master,
+            tls: k.spec.tls.is_some(),
         })
         .collect();
     out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
@@ -160,7 +168,10 @@ async fn clusters(State(state): State<ApiState>) -> Json<Vec<ClusterSummary>> {
 
 /// The nodes of one cluster from its status.
 pub fn cluster_nodes(kredis: &KRedis) -> Nodes {
-    let mut out = Nodes::default();
+    let mut out = Nodes {
+        tls: kredis.spec.tls.is_some(),
+        ..Nodes::default()
+    };
     for n in kredis.status.iter().flat_map(|s| s.nodes.iter()) {
         let (Some(host), Some(node_id), Some(role)) = (&n.host, &n.node_id, n.role) else {
             continue;

@@ -29,6 +29,7 @@ pub mod rollout;
 pub mod rotation;
 pub mod services;
 pub mod status;
+pub mod tls;
 pub mod topology;
 
 pub use context::OperatorConfig;

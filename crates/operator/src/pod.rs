@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     ExecAction, LifecycleHandler, ObjectFieldSelector, Pod, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext,
-    TCPSocketAction, Volume, VolumeMount, WeightedPodAffinityTerm,
+    PodSecurityContext, PodSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource,
+    SecurityContext, TCPSocketAction, Volume, VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -34,6 +34,14 @@ pub const SPEC_HASH_ANNOTATION: &str = "kredis.io/spec-hash";
 pub const PASSWORD_KEY: &str = "password";
 /// Where the emptyDir with `nodes.conf` is mounted.
 const DATA_DIR: &str = "/data";
+/// Keys of the TLS Secret (`kubernetes.io/tls` plus `ca.crt`, as cert-manager writes it).
+pub const TLS_CERT_KEY: &str = "tls.crt";
+/// Private key of [`TLS_CERT_KEY`].
+pub const TLS_KEY_KEY: &str = "tls.key";
+/// CA that signed every node's certificate.
+pub const TLS_CA_KEY: &str = "ca.crt";
+/// Where the TLS Secret is mounted (read-only) in both containers.
+const TLS_DIR: &str = "/etc/kredis/tls";
 /// Grace period of a pod: covers a graceful `CLUSTER FAILOVER` of a terminating master (the
 /// operator starts it within a second of the deletion; Redis' manual failover gives up after
 /// 5 s) plus the preStop wait below, with room for a loaded machine.
@@ -128,15 +136,41 @@ pub fn build_pod(cluster: &ValidatedCluster, index: u32, shard: u32) -> Result<P
                 ..PodSecurityContext::default()
             }),
             containers,
-            volumes: Some(vec![Volume {
-                name: "data".into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Volume::default()
-            }]),
+            volumes: Some(volumes(cluster)),
             ..PodSpec::default()
         }),
         status: None,
     })
+}
+
+fn volumes(cluster: &ValidatedCluster) -> Vec<Volume> {
+    let mut volumes = vec![Volume {
+        name: "data".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }];
+    if let Some(secret) = &cluster.tls {
+        volumes.push(Volume {
+            name: "tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                // Readable by the containers' group (fsGroup), not by others.
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    volumes
+}
+
+fn tls_mount() -> VolumeMount {
+    VolumeMount {
+        name: "tls".into(),
+        mount_path: TLS_DIR.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
 }
 
 /// A stable hash (FNV-1a, 64 bit, hex) of every input that needs a new pod to change (not the
@@ -145,7 +179,7 @@ pub fn build_pod(cluster: &ValidatedCluster, index: u32, shard: u32) -> Result<P
 pub fn spec_hash(cluster: &ValidatedCluster) -> String {
     // Only what needs a new process: settings Redis takes live are applied with CONFIG SET
     // (crate::rollout) and never replace a pod.
-    let inputs = serde_json::json!({
+    let mut inputs = serde_json::json!({
         "image": cluster.image,
         "resources": cluster.resources,
         "auth": cluster.auth.secret_name(),
@@ -153,6 +187,10 @@ pub fn spec_hash(cluster: &ValidatedCluster) -> String {
         "config": crate::rollout::restart_config(cluster),
         "hostNetwork": cluster.ports.host_network(),
     });
+    // Only when set, so clusters without TLS keep the hash they had before TLS existed.
+    if let Some(tls) = &cluster.tls {
+        inputs["tls"] = serde_json::json!(tls);
+    }
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in inputs.to_string().bytes() {
         hash ^= u64::from(byte);
@@ -268,7 +306,18 @@ pub fn redis_args(cluster: &ValidatedCluster, ports: &NodePorts) -> Vec<String> 
         args.push(format!("--{k}"));
         args.push(v);
     };
-    set("port", ports.client.to_string());
+    if cluster.tls.is_some() {
+        // TLS only, on the same ports: clients, replication, the bus and MIGRATE.
+        set("port", "0".into());
+        set("tls-port", ports.client.to_string());
+        set("tls-cluster", "yes".into());
+        set("tls-replication", "yes".into());
+        set("tls-cert-file", format!("{TLS_DIR}/{TLS_CERT_KEY}"));
+        set("tls-key-file", format!("{TLS_DIR}/{TLS_KEY_KEY}"));
+        set("tls-ca-cert-file", format!("{TLS_DIR}/{TLS_CA_KEY}"));
+    } else {
+        set("port", ports.client.to_string());
+    }
     set("bind", "$(POD_IP)".into());
     set("protected-mode", "no".into());
     set("cluster-enabled", "yes".into());
@@ -277,7 +326,13 @@ pub fn redis_args(cluster: &ValidatedCluster, ports: &NodePorts) -> Vec<String> 
     set("cluster-port", ports.bus.to_string());
     // PITFALLS 29: announce the real address and both ports explicitly.
     set("cluster-announce-ip", "$(POD_IP)".into());
-    set("cluster-announce-port", ports.client.to_string());
+    // With tls-cluster the announced client port is the TLS one (and no plain port).
+    let announce = if cluster.tls.is_some() {
+        "cluster-announce-tls-port"
+    } else {
+        "cluster-announce-port"
+    };
+    set(announce, ports.client.to_string());
     set("cluster-announce-bus-port", ports.bus.to_string());
     set(
         "cluster-node-timeout",
@@ -318,9 +373,14 @@ fn redis_container(cluster: &ValidatedCluster, ports: &NodePorts) -> Container {
     // Wait while this node is a master that still serves slots, so the operator's graceful
     // failover finishes before Redis gets SIGTERM. A master line with slots has more than 8
     // fields; a replica, a drained master or an unanswering node ends the wait at once.
+    let tls_flags = if cluster.tls.is_some() {
+        format!(" --tls --cacert {TLS_DIR}/{TLS_CA_KEY} --cert {TLS_DIR}/{TLS_CERT_KEY} --key {TLS_DIR}/{TLS_KEY_KEY}")
+    } else {
+        String::new()
+    };
     let pre_stop = format!(
         "i=0; while [ $i -lt {PRESTOP_WAIT_SECONDS} ]; do \
-         n=$(redis-cli --no-auth-warning -h \"$POD_IP\" -p {port} cluster nodes 2>/dev/null | awk '/myself/ && /master/ {{print NF}}'); \
+         n=$(redis-cli --no-auth-warning{tls_flags} -h \"$POD_IP\" -p {port} cluster nodes 2>/dev/null | awk '/myself/ && /master/ {{print NF}}'); \
          if [ -z \"$n\" ] || [ \"$n\" -le 8 ]; then exit 0; fi; sleep 1; i=$((i+1)); done",
         port = ports.client
     );
@@ -354,19 +414,31 @@ fn redis_container(cluster: &ValidatedCluster, ports: &NodePorts) -> Container {
         }),
         resources: Some(cluster.resources.clone()),
         security_context: Some(hardened()),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "data".into(),
-            mount_path: DATA_DIR.into(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(
+            std::iter::once(VolumeMount {
+                name: "data".into(),
+                mount_path: DATA_DIR.into(),
+                ..VolumeMount::default()
+            })
+            .chain(cluster.tls.as_ref().map(|_| tls_mount()))
+            .collect(),
+        ),
         ..Container::default()
     }
 }
 
 fn exporter_container(cluster: &ValidatedCluster, image: &str, ports: &NodePorts) -> Container {
+    let scheme = if cluster.tls.is_some() {
+        "rediss"
+    } else {
+        "redis"
+    };
     let mut env = vec![
         env_field("POD_IP", "status.podIP"),
-        env_value("REDIS_ADDR", format!("redis://$(POD_IP):{}", ports.client)),
+        env_value(
+            "REDIS_ADDR",
+            format!("{scheme}://$(POD_IP):{}", ports.client),
+        ),
         env_value(
             "REDIS_EXPORTER_WEB_LISTEN_ADDRESS",
             format!("$(POD_IP):{}", ports.exporter),
@@ -376,10 +448,30 @@ fn exporter_container(cluster: &ValidatedCluster, image: &str, ports: &NodePorts
     if let Some(secret) = cluster.auth.secret_name() {
         env.push(env_secret("REDIS_PASSWORD", secret));
     }
+    if cluster.tls.is_some() {
+        env.extend([
+            env_value(
+                "REDIS_EXPORTER_TLS_CLIENT_CERT_FILE",
+                format!("{TLS_DIR}/{TLS_CERT_KEY}"),
+            ),
+            env_value(
+                "REDIS_EXPORTER_TLS_CLIENT_KEY_FILE",
+                format!("{TLS_DIR}/{TLS_KEY_KEY}"),
+            ),
+            env_value(
+                "REDIS_EXPORTER_TLS_CA_CERT_FILE",
+                format!("{TLS_DIR}/{TLS_CA_KEY}"),
+            ),
+            // The exporter scrapes its own pod's node by IP, which the certificate does not
+            // name (pod IPs are not known when it is issued); Go cannot check the CA alone.
+            env_value("REDIS_EXPORTER_SKIP_TLS_VERIFICATION", "true"),
+        ]);
+    }
     Container {
         name: EXPORTER_CONTAINER.into(),
         image: Some(image.into()),
         env: Some(env),
+        volume_mounts: cluster.tls.as_ref().map(|_| vec![tls_mount()]),
         ports: Some(vec![port(
             EXPORTER_PORT_NAME,
             ports.exporter,
@@ -544,5 +636,84 @@ mod tests {
         });
         assert_eq!(spec_hash(&a), spec_hash(&b));
         assert_ne!(spec_hash(&a), spec_hash(&c));
+    }
+
+    #[test]
+    fn spec_hash_of_a_cluster_without_tls_is_what_it_was_before_tls() {
+        // Computed on the commit before spec.tls existed: an operator upgrade alone must not
+        // roll every pod.
+        assert_eq!(
+            spec_hash(&cluster(KRedisSpec::default())),
+            "64ce74362ec4dfb1"
+        );
+        let tls = cluster(KRedisSpec {
+            tls: Some(kredis_api::TlsSpec {
+                secret_name: "cache-tls".into(),
+            }),
+            ..KRedisSpec::default()
+        });
+        assert_ne!(spec_hash(&tls), "64ce74362ec4dfb1");
+    }
+
+    #[test]
+    fn tls_pod_listens_with_tls_only_and_mounts_the_secret() {
+        let c = cluster(KRedisSpec {
+            tls: Some(kredis_api::TlsSpec {
+                secret_name: "cache-tls".into(),
+            }),
+            ..KRedisSpec::default()
+        });
+        let pod = build_pod(&c, 0, 0).expect("pod");
+        let spec = pod.spec.expect("spec");
+        let redis = &spec.containers[0];
+        let args = redis.args.as_ref().expect("args").join(" ");
+        for needle in [
+            "--port 0",
+            "--tls-port 10000",
+            "--tls-cluster yes",
+            "--tls-replication yes",
+            "--tls-cert-file /etc/kredis/tls/tls.crt",
+            "--tls-key-file /etc/kredis/tls/tls.key",
+            "--tls-ca-cert-file /etc/kredis/tls/ca.crt",
+            "--cluster-announce-tls-port 10000",
+            "--cluster-port 20000",
+        ] {
+            assert!(args.contains(needle), "{needle} missing from {args}");
+        }
+        assert!(!args.contains("--cluster-announce-port"), "{args}");
+        let volume = spec
+            .volumes
+            .as_ref()
+            .and_then(|v| v.iter().find(|v| v.name == "tls"))
+            .and_then(|v| v.secret.as_ref())
+            .expect("tls volume");
+        assert_eq!(volume.secret_name.as_deref(), Some("cache-tls"));
+        let pre_stop = serde_json::to_string(&redis.lifecycle).expect("json");
+        assert!(
+            pre_stop.contains("--tls --cacert /etc/kredis/tls/ca.crt"),
+            "{pre_stop}"
+        );
+        let exporter = &spec.containers[1];
+        let env: BTreeMap<String, String> = exporter
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+            .collect();
+        assert_eq!(env["REDIS_ADDR"], "rediss://$(POD_IP):10000");
+        assert_eq!(
+            env["REDIS_EXPORTER_TLS_CA_CERT_FILE"],
+            "/etc/kredis/tls/ca.crt"
+        );
+        for c in [redis, exporter] {
+            let mounts = c.volume_mounts.as_ref().expect("mounts");
+            assert!(
+                mounts
+                    .iter()
+                    .any(|m| m.name == "tls" && m.read_only == Some(true)),
+                "{}: {mounts:?}",
+                c.name
+            );
+        }
     }
 }

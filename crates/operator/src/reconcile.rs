@@ -39,6 +39,7 @@ use crate::rollout;
 use crate::rotation::{self, Rotation};
 use crate::services;
 use crate::status::{self, Outcome};
+use crate::tls::{self, Tls};
 use crate::topology::{self, PodFacts, PodState};
 
 /// The finalizer that lets the operator stop an in-flight operation before the KRedis goes.
@@ -189,6 +190,12 @@ async fn apply(kredis: Arc<KRedis>, ctx: &Arc<Context>) -> Result<Action, Error>
             return report_invalid(&kredis, ctx, &[message], Some(SECRET_RETRY)).await;
         }
     };
+    let tls = match tls::material(&ctx.client, &cluster).await? {
+        Tls::Ready(t) => t,
+        Tls::Invalid(message) => {
+            return report_invalid(&kredis, ctx, &[message], Some(SECRET_RETRY)).await;
+        }
+    };
     let first_of_generation =
         kredis.status.as_ref().and_then(|s| s.observed_generation) != cluster.generation;
     if first_of_generation {
@@ -196,7 +203,7 @@ async fn apply(kredis: Arc<KRedis>, ctx: &Arc<Context>) -> Result<Action, Error>
             publish(ctx, &kredis, EventType::Warning, "SpecWarning", w.clone()).await;
         }
     }
-    let admin = ctx.admin(&key(&kredis), password.as_deref());
+    let admin = ctx.admin(&key(&kredis), password.as_deref(), tls);
 
     if cluster.paused {
         let view = observe_pods(&admin, &facts).await;

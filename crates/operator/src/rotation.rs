@@ -59,7 +59,7 @@ pub async fn ensure(
     let old_admin = previous.map(|p| {
         Admin::new(AdminConfig {
             credentials: Credentials::password(p),
-            ..AdminConfig::default()
+            ..admin.config().clone()
         })
     });
 

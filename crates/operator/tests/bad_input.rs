@@ -544,7 +544,31 @@ async fn invalid_specs_are_refused_or_reported_without_pods() {
             name: "tls-port".into(),
             spec: spec_at(22100, json!({"config": {"tls-port": "6390"}})),
             field: "spec.config.tls-port",
-            needles: &["TLS is not supported"],
+            needles: &["needs TLS: set spec.tls.secretName"],
+        },
+        Invalid {
+            name: "tls-file-with-tls".into(),
+            spec: spec_at(
+                22300,
+                json!({"tls": {"secretName": "some-tls"}, "config": {"tls-cert-file": "/x.crt"}}),
+            ),
+            field: "spec.config.tls-cert-file",
+            needles: &["managed by the operator", "settable are tls-auth-clients"],
+        },
+        Invalid {
+            name: "tls-secret-bad-name".into(),
+            spec: spec_at(22400, json!({"tls": {"secretName": "Not_A_Name"}})),
+            field: "spec.tls.secretName",
+            needles: &["not a valid Secret name"],
+        },
+        Invalid {
+            name: "tls-secret-missing".into(),
+            spec: spec_at(22500, json!({"tls": {"secretName": "no-such-tls"}})),
+            field: "spec.tls.secretName",
+            needles: &[
+                "Secret no-such-tls does not exist",
+                "tls.crt, tls.key and ca.crt",
+            ],
         },
         Invalid {
             name: "working-dir".into(),
@@ -713,6 +737,10 @@ async fn a_running_cluster_survives_bad_edits_and_pauses() {
         (
             json!({"hostNetwork": false, "masters": 4}),
             "spec.hostNetwork: Invalid value: \"boolean\": hostNetwork is immutable",
+        ),
+        (
+            json!({"tls": {"secretName": "first-tls"}}),
+            "tls can only be set when the cluster is created",
         ),
     ] {
         match h

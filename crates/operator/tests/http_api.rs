@@ -152,7 +152,7 @@ async fn http_api_serves_addresses_and_clients_connect_from_them() {
     assert_eq!(list.status, 200);
     assert_eq!(
         list.json(),
-        json!([{"namespace": "default", "name": NAME, "phase": "Ready", "masters": 3, "replicasPerMaster": 1}])
+        json!([{"namespace": "default", "name": NAME, "phase": "Ready", "masters": 3, "replicasPerMaster": 1, "tls": false}])
     );
     bodies.push(("/v1/clusters".into(), list.body.clone()));
 

@@ -17,3 +17,4 @@ mod monitoring;
 mod rbac;
 mod restart;
 mod rollout;
+mod tls;

@@ -88,17 +88,36 @@ impl TlsConfig {
     /// Parses the PEM material once, so a bad certificate or key is reported where it is
     /// configured rather than as a connect error on every node. The message names the part.
     pub fn check(&self) -> Result<(), String> {
-        const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
-        let has_cert = |pem: &[u8]| pem.windows(BEGIN.len()).any(|w| w == BEGIN);
-        if !has_cert(&self.ca_cert) {
-            return Err("the CA certificate holds no PEM certificate block".into());
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = |pem: &[u8], what: &str| -> Result<Vec<CertificateDer<'static>>, String> {
+            let certs = CertificateDer::pem_slice_iter(pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("{what} is not PEM: {e}"))?;
+            if certs.is_empty() {
+                return Err(format!("{what} holds no PEM certificate block"));
+            }
+            Ok(certs)
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in certs(&self.ca_cert, "the CA certificate")? {
+            roots
+                .add(cert)
+                .map_err(|e| format!("the CA certificate is not a usable certificate: {e}"))?;
         }
-        if self
-            .client
-            .as_ref()
-            .is_some_and(|(cert, _)| !has_cert(cert))
-        {
-            return Err("the certificate holds no PEM certificate block".into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots);
+        if let Some((cert, key)) = &self.client {
+            let chain = certs(cert, "the certificate")?;
+            let key = PrivateKeyDer::from_pem_slice(key)
+                .map_err(|e| format!("the private key is not PEM: {e}"))?;
+            // Parses the key and checks that it belongs to the certificate.
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("the certificate and private key cannot be used: {e}"))?;
         }
         tls_client(&NodeAddr::new("127.0.0.1", 6379), self)
             .map(drop)

@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kredis_api::{KRedis, KRedisStatus, NodeRole, Phase};
 use kredis_devkube::{DevCluster, DevClusterOptions};
+use kredis_engine::admin::TlsConfig;
 use kredis_operator::{OperatorConfig, RunOptions};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
@@ -250,22 +251,48 @@ impl Harness {
         names
     }
 
-    /// A redis-rs cluster client seeded from the status.
+    /// The cluster's TLS material (CA, certificate, key) from its TLS Secret, if TLS is on.
+    pub async fn tls(&self, name: &str) -> Option<TlsConfig> {
+        let k = self.kredis().get(name).await.ok()?;
+        let secret = k.spec.tls?.secret_name;
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), "default");
+        let data = secrets.get(&secret).await.ok()?.data?;
+        let key = |k: &str| data.get(k).map(|b| b.0.clone());
+        Some(TlsConfig {
+            ca_cert: key("ca.crt")?,
+            client: Some((key("tls.crt")?, key("tls.key")?)),
+        })
+    }
+
+    /// A redis-rs cluster client seeded from the status (over TLS when the cluster has it).
     pub async fn cluster_client(&self, name: &str) -> redis::cluster_async::ClusterConnection {
         let seeds = self.masters(name).await;
         let pw = self.password(name).await;
+        let tls = self.tls(name).await;
+        let scheme = if tls.is_some() { "rediss" } else { "redis" };
         let urls: Vec<String> = seeds
             .iter()
             .map(|s| match &pw {
-                Some(p) => format!("redis://:{p}@{s}"),
-                None => format!("redis://{s}"),
+                Some(p) => format!("{scheme}://:{p}@{s}"),
+                None => format!("{scheme}://{s}"),
             })
             .collect();
-        let client = redis::cluster::ClusterClientBuilder::new(urls)
+        let mut builder = redis::cluster::ClusterClientBuilder::new(urls)
             .connection_timeout(Duration::from_secs(2))
-            .response_timeout(Duration::from_secs(2))
-            .build()
-            .expect("cluster client");
+            .response_timeout(Duration::from_secs(2));
+        if let Some(tls) = tls {
+            builder = builder
+                .certs(redis::TlsCertificates {
+                    client_tls: tls.client.map(|(cert, key)| redis::ClientTlsConfig {
+                        client_cert: cert,
+                        client_key: key,
+                    }),
+                    root_cert: Some(tls.ca_cert),
+                })
+                // Nodes are addressed by IP; the CA is still checked.
+                .danger_accept_invalid_hostnames(true);
+        }
+        let client = builder.build().expect("cluster client");
         client
             .get_async_connection()
             .await
@@ -284,6 +311,25 @@ impl Harness {
         cmd.arg("--cluster").arg("check").arg(&first);
         if let Some(pw) = self.password(name).await {
             cmd.env("REDISCLI_AUTH", pw);
+        }
+        if let Some(tls) = self.tls(name).await {
+            let dir = self.dir.path().join(format!("{name}-tls"));
+            std::fs::create_dir_all(&dir).expect("TLS file directory");
+            let (cert, key) = tls.client.expect("a client certificate");
+            for (file, pem) in [
+                ("ca.crt", &tls.ca_cert),
+                ("tls.crt", &cert),
+                ("tls.key", &key),
+            ] {
+                std::fs::write(dir.join(file), pem).expect("write a TLS file");
+            }
+            cmd.arg("--tls")
+                .arg("--cacert")
+                .arg(dir.join("ca.crt"))
+                .arg("--cert")
+                .arg(dir.join("tls.crt"))
+                .arg("--key")
+                .arg(dir.join("tls.key"));
         }
         let out = cmd.output().await.expect("run redis-cli");
         let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -347,27 +393,27 @@ pub async fn missing_keys(
 
 /// Makes sure every key written so far is on a replica too (WAIT on each master).
 pub async fn replicate_all(h: &Harness, name: &str) {
-    let pw = h.password(name).await;
-    for m in h.masters(name).await {
-        let url = match &pw {
-            Some(p) => format!("redis://:{p}@{m}"),
-            None => format!("redis://{m}"),
-        };
+    let admin = kredis_engine::admin::Admin::new(kredis_engine::admin::AdminConfig {
+        credentials: kredis_engine::admin::Credentials {
+            username: None,
+            password: h.password(name).await,
+        },
+        tls: h.tls(name).await,
         // WAIT blocks up to 5 s: the client must wait longer than that for its answer (the
         // default response timeout fired on a loaded machine).
-        let config =
-            redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
-        let mut c = redis::Client::open(url)
-            .unwrap()
-            .get_multiplexed_async_connection_with_config(&config)
+        command_timeout: Duration::from_secs(10),
+        ..Default::default()
+    });
+    for m in h.masters(name).await {
+        let addr: kredis_engine::model::NodeAddr = m.parse().expect("host:port");
+        let n: i64 = admin
+            .with_node(&addr, |c| async move {
+                let mut wait = redis::cmd("WAIT");
+                wait.arg(1).arg(5000);
+                c.raw("WAIT", wait).await
+            })
             .await
-            .unwrap();
-        let n: i64 = redis::cmd("WAIT")
-            .arg(1)
-            .arg(5000)
-            .query_async(&mut c)
-            .await
-            .unwrap();
+            .unwrap_or_else(|e| panic!("WAIT on {m}: {e}"));
         assert!(n >= 1, "master {m} has no replica in sync");
     }
 }
