@@ -84,7 +84,7 @@ async fn create(
 ) -> Result<Secret, Error> {
     let password = Alphanumeric.sample_string(&mut rand::rng(), PASSWORD_LEN);
     let secret = owned_secret(cluster, name, password.as_bytes());
-    info!(secret = name, "creating the auth Secret");
+    info!(secret = name, "creating a password Secret");
     match secrets.create(&PostParams::default(), &secret).await {
         Ok(s) => Ok(s),
         // Another replica (or a previous run) created it meanwhile: use theirs.
@@ -96,6 +96,52 @@ async fn create(
             cluster.namespace
         ))(e)),
     }
+}
+
+/// The ACL user the exporter logs in as, with its own password that rotations never touch
+/// (redis_exporter reads its password once, at start: with the default user's password it
+/// would stop scraping at the first rotation until its pod is replaced).
+pub const EXPORTER_USER: &str = "kredis-exporter";
+
+/// What the exporter user may do: connect and read server state, nothing else (no key
+/// reads or writes, no CONFIG SET, no admin commands).
+pub const EXPORTER_ACL_RULES: &str = "on ~* &* -@all +@connection +info +config|get +cluster|info +cluster|nodes +client|list +client|info +slowlog|get +slowlog|len +latency|latest +latency|histogram +memory|stats +dbsize";
+
+/// Whether the exporter gets its own user: it runs and the nodes require a password.
+pub fn exporter_user_enabled(cluster: &ValidatedCluster) -> bool {
+    cluster.exporter_image.is_some() && cluster.auth.secret_name().is_some()
+}
+
+/// The operator-managed Secret with the exporter user's password.
+pub fn exporter_secret_name(cluster: &ValidatedCluster) -> String {
+    format!("{}-exporter", cluster.name)
+}
+
+/// The exporter user's password, from `<name>-exporter` (created, owned by the KRedis, with
+/// a random password when missing or unreadable); `None` when there is no exporter user.
+pub async fn exporter_password(
+    client: &kube::Client,
+    cluster: &ValidatedCluster,
+) -> Result<Option<String>, Error> {
+    if !exporter_user_enabled(cluster) {
+        return Ok(None);
+    }
+    let name = exporter_secret_name(cluster);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &cluster.namespace);
+    let found = secrets.get_opt(&name).await.map_err(Error::kube(format!(
+        "read Secret {}/{name}",
+        cluster.namespace
+    )))?;
+    let secret = match found {
+        Some(s) if read(&s).is_some() => s,
+        Some(_) => {
+            // Ours, but edited into something unusable: a new password (nodes get it live).
+            let password = Alphanumeric.sample_string(&mut rand::rng(), PASSWORD_LEN);
+            apply(&secrets, cluster, &name, &password).await?
+        }
+        None => create(&secrets, cluster, &name).await?,
+    };
+    Ok(read(&secret))
 }
 
 /// The Secret recording the password every node was last moved to.
@@ -126,23 +172,32 @@ pub async fn record_applied(
 ) -> Result<(), Error> {
     let name = applied_secret_name(cluster);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &cluster.namespace);
-    let secret = owned_secret(cluster, &name, password.as_bytes());
+    info!(secret = %name, "recording the password the nodes run with");
+    apply(&secrets, cluster, &name, password).await.map(drop)
+}
+
+/// Writes Secret `name` with `password` (server-side apply, owned by the KRedis).
+async fn apply(
+    secrets: &Api<Secret>,
+    cluster: &ValidatedCluster,
+    name: &str,
+    password: &str,
+) -> Result<Secret, Error> {
+    let secret = owned_secret(cluster, name, password.as_bytes());
     let mut body = serde_json::to_value(&secret).unwrap_or_default();
     body["apiVersion"] = "v1".into();
     body["kind"] = "Secret".into();
-    info!(secret = %name, "recording the password the nodes run with");
     secrets
         .patch(
-            &name,
+            name,
             &PatchParams::apply(crate::services::MANAGER).force(),
             &Patch::Apply(body),
         )
         .await
         .map_err(Error::kube(format!(
-            "record the applied password in Secret {}/{name}",
+            "write Secret {}/{name}",
             cluster.namespace
-        )))?;
-    Ok(())
+        )))
 }
 
 /// A Secret `name` holding `password`, labelled as the cluster's and owned by its KRedis.

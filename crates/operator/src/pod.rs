@@ -359,6 +359,20 @@ pub fn redis_args(cluster: &ValidatedCluster, ports: &NodePorts) -> Vec<String> 
     for (k, v) in &cluster.config {
         set(k, v.clone());
     }
+    if crate::auth::exporter_user_enabled(cluster) {
+        // The exporter's own user exists from the start (the operator also adds it live to
+        // nodes started without it); $(KREDIS_EXPORTER_PASSWORD) comes from its Secret.
+        // One argument per ACL word: redis-server quotes an argument with spaces, which
+        // would make the whole line the user name.
+        args.push("--user".into());
+        args.push(crate::auth::EXPORTER_USER.into());
+        args.extend(
+            crate::auth::EXPORTER_ACL_RULES
+                .split_whitespace()
+                .map(str::to_owned),
+        );
+        args.push(">$(KREDIS_EXPORTER_PASSWORD)".into());
+    }
     args
 }
 
@@ -369,6 +383,12 @@ fn redis_container(cluster: &ValidatedCluster, ports: &NodePorts) -> Container {
         env.push(env_secret("REDIS_PASSWORD", secret));
         // redis-cli (preStop hook, humans in `kubectl exec`) reads the password from here.
         env.push(env_secret("REDISCLI_AUTH", secret));
+    }
+    if crate::auth::exporter_user_enabled(cluster) {
+        env.push(env_secret(
+            "KREDIS_EXPORTER_PASSWORD",
+            &crate::auth::exporter_secret_name(cluster),
+        ));
     }
     // Wait while this node is a master that still serves slots, so the operator's graceful
     // failover finishes before Redis gets SIGTERM. A master line with slots has more than 8
@@ -445,8 +465,12 @@ fn exporter_container(cluster: &ValidatedCluster, image: &str, ports: &NodePorts
         ),
         env_value("REDIS_EXPORTER_IS_CLUSTER", "false"),
     ];
-    if let Some(secret) = cluster.auth.secret_name() {
-        env.push(env_secret("REDIS_PASSWORD", secret));
+    if crate::auth::exporter_user_enabled(cluster) {
+        env.push(env_value("REDIS_USER", crate::auth::EXPORTER_USER));
+        env.push(env_secret(
+            "REDIS_PASSWORD",
+            &crate::auth::exporter_secret_name(cluster),
+        ));
     }
     if cluster.tls.is_some() {
         env.extend([
@@ -715,5 +739,43 @@ mod tests {
                 c.name
             );
         }
+    }
+
+    #[test]
+    fn the_exporter_logs_in_as_its_own_user() {
+        let pod = build_pod(&cluster(KRedisSpec::default()), 0, 0).expect("pod");
+        let spec = pod.spec.expect("spec");
+        let args = spec.containers[0].args.clone().expect("args");
+        let at = args.iter().position(|a| a == "--user").expect("--user");
+        assert_eq!(args[at + 1], "kredis-exporter");
+        assert!(args.contains(&">$(KREDIS_EXPORTER_PASSWORD)".to_string()));
+        let exporter = &spec.containers[1];
+        let env = exporter.env.as_ref().expect("env");
+        let user = env
+            .iter()
+            .find(|e| e.name == "REDIS_USER")
+            .expect("REDIS_USER");
+        assert_eq!(user.value.as_deref(), Some("kredis-exporter"));
+        let pw = env
+            .iter()
+            .find(|e| e.name == "REDIS_PASSWORD")
+            .and_then(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+            .expect("REDIS_PASSWORD from a Secret");
+        assert_eq!(pw.name, "cache-exporter");
+
+        // No password anywhere: no exporter user either.
+        let open = cluster(KRedisSpec {
+            auth: kredis_api::AuthSpec {
+                enabled: false,
+                secret_name: None,
+            },
+            ..KRedisSpec::default()
+        });
+        let pod = build_pod(&open, 0, 0).expect("pod");
+        let args = pod.spec.expect("spec").containers[0]
+            .args
+            .clone()
+            .expect("args");
+        assert!(!args.contains(&"--user".to_string()));
     }
 }

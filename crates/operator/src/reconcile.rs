@@ -190,6 +190,8 @@ async fn apply(kredis: Arc<KRedis>, ctx: &Arc<Context>) -> Result<Action, Error>
             return report_invalid(&kredis, ctx, &[message], Some(SECRET_RETRY)).await;
         }
     };
+    // Before any pod is created: pods read the exporter's password from its Secret.
+    let exporter_password = auth::exporter_password(&ctx.client, &cluster).await?;
     let tls = match tls::material(&ctx.client, &cluster).await? {
         Tls::Ready(t) => t,
         Tls::Invalid(message) => {
@@ -397,7 +399,15 @@ async fn apply(kredis: Arc<KRedis>, ctx: &Arc<Context>) -> Result<Action, Error>
     // the next pod, two at a time).
     if !healing && created == 0 && !matches!(outcome, Outcome::Failed { .. }) {
         if let Some((op, o)) = roll(
-            ctx, &kredis, &cluster, &admin, &pods_api, &facts, &view, &ghosts,
+            ctx,
+            &kredis,
+            &cluster,
+            &admin,
+            &pods_api,
+            &facts,
+            &view,
+            &ghosts,
+            exporter_password.as_deref(),
         )
         .await?
         {
@@ -450,8 +460,13 @@ async fn roll(
     facts: &[PodFacts],
     view: &ClusterView,
     ghosts: &BTreeSet<u16>,
+    exporter_password: Option<&str>,
 ) -> Result<Option<(OperationStatus, Outcome)>, Error> {
-    let (_, failures) = rollout::apply_live(admin, view, &rollout::live_settings(cluster)).await;
+    let (_, mut failures) =
+        rollout::apply_live(admin, view, &rollout::live_settings(cluster)).await;
+    if let Some(password) = exporter_password {
+        failures.extend(rollout::apply_exporter_user(admin, view, password).await.1);
+    }
     if !failures.is_empty() {
         let message = format!(
             "failed to apply settings live (CONFIG SET): {}",

@@ -138,6 +138,84 @@ pub async fn apply_live(
     (set, failures)
 }
 
+/// Makes sure every reachable node has the exporter's ACL user with `password` (nodes started
+/// without it, or with another password after its Secret was recreated). Returns the number
+/// of nodes changed and the failures to report. `ACL GETUSER` first, so a pass that changes
+/// nothing writes nothing.
+pub async fn apply_exporter_user(
+    admin: &Admin,
+    view: &ClusterView,
+    password: &str,
+) -> (usize, Vec<String>) {
+    let digest = ring::digest::digest(&ring::digest::SHA256, password.as_bytes());
+    let want: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let mut set = 0;
+    let mut failures = Vec::new();
+    for obs in view.observed.values() {
+        let want = &want;
+        let result = admin
+            .with_node(&obs.addr, |c| async move {
+                let mut get = redis::cmd("ACL");
+                get.arg("GETUSER").arg(crate::auth::EXPORTER_USER);
+                let reply: redis::Value = c.raw("ACL GETUSER", get).await?;
+                if exporter_user_matches(&reply, want) {
+                    return Ok(false);
+                }
+                let mut setuser = redis::cmd("ACL");
+                setuser
+                    .arg("SETUSER")
+                    .arg(crate::auth::EXPORTER_USER)
+                    .arg("reset");
+                for rule in crate::auth::EXPORTER_ACL_RULES.split_whitespace() {
+                    setuser.arg(rule);
+                }
+                setuser.arg(format!(">{password}"));
+                c.raw::<redis::Value>("ACL SETUSER", setuser)
+                    .await
+                    .map(|_| true)
+            })
+            .await;
+        match result {
+            Ok(true) => {
+                set += 1;
+                info!(node = %obs.addr, "set the exporter's ACL user");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                warn!(node = %obs.addr, error = %e, "failed to set the exporter's ACL user");
+                failures.push(format!(
+                    "ACL user {} on {}: {e}",
+                    crate::auth::EXPORTER_USER,
+                    obs.addr
+                ));
+            }
+        }
+    }
+    (set, failures)
+}
+
+/// Whether an `ACL GETUSER` reply is an enabled user whose only password has SHA-256 `want`.
+fn exporter_user_matches(reply: &redis::Value, want: &str) -> bool {
+    let fields: Vec<redis::Value> = match reply {
+        redis::Value::Array(items) => items.clone(),
+        redis::Value::Map(pairs) => pairs
+            .iter()
+            .flat_map(|(k, v)| [k.clone(), v.clone()])
+            .collect(),
+        _ => return false,
+    };
+    let field = |name: &str| -> Option<Vec<String>> {
+        let at = fields.chunks(2).find(|kv| {
+            kv.first()
+                .and_then(|k| redis::from_redis_value::<String>(k.clone()).ok())
+                .is_some_and(|k| k == name)
+        })?;
+        redis::from_redis_value::<Vec<String>>(at.get(1)?.clone()).ok()
+    };
+    let on = field("flags").is_some_and(|f| f.iter().any(|x| x == "on"));
+    on && field("passwords").is_some_and(|p| p.len() == 1 && p[0] == want)
+}
+
 /// What the rollout does in this pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {

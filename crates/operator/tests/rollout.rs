@@ -320,6 +320,93 @@ async fn accepts(addr: &str, password: &str) -> bool {
     }
 }
 
+async fn accepts_user(addr: &str, user: &str, password: &str) -> bool {
+    let Ok(client) = redis::Client::open(format!("redis://{user}:{password}@{addr}")) else {
+        return false;
+    };
+    match client.get_multiplexed_async_connection().await {
+        Ok(mut c) => redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// The user and password a pod's exporter container logs in with (its env, its Secret).
+async fn exporter_credentials(h: &Harness, name: &str) -> (String, String) {
+    let pod = h.pods().get(&format!("{name}-0")).await.expect("pod");
+    let exporter = pod
+        .spec
+        .expect("spec")
+        .containers
+        .into_iter()
+        .find(|c| c.name == "exporter")
+        .expect("an exporter container");
+    let env = exporter.env.unwrap_or_default();
+    let user = env
+        .iter()
+        .find(|e| e.name == "REDIS_USER")
+        .and_then(|e| e.value.clone())
+        .expect("REDIS_USER");
+    let secret = env
+        .iter()
+        .find(|e| e.name == "REDIS_PASSWORD")
+        .and_then(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+        .map(|r| (r.name.clone(), r.key.clone()))
+        .expect("REDIS_PASSWORD from a Secret");
+    assert_eq!(secret.0, format!("{name}-exporter"));
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(h.client.clone(), "default");
+    let data = secrets
+        .get(&secret.0)
+        .await
+        .expect("exporter Secret")
+        .data
+        .expect("data");
+    let pw = String::from_utf8(data[&secret.1].0.clone()).expect("UTF-8");
+    (user, pw)
+}
+
+/// INFO and CLUSTER INFO work; keys and configuration are out of reach.
+async fn exporter_can_scrape_only(addr: &str, user: &str, password: &str) {
+    let mut c = redis::Client::open(format!("redis://{user}:{password}@{addr}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("the exporter user cannot log in on {addr}: {e}"));
+    let info: String = redis::cmd("INFO").query_async(&mut c).await.expect("INFO");
+    assert!(info.contains("redis_version"));
+    let cluster: String = redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query_async(&mut c)
+        .await
+        .expect("CLUSTER INFO");
+    assert!(cluster.contains("cluster_state"));
+    for (what, cmd) in [
+        ("GET", redis::cmd("GET").arg("k:1").clone()),
+        ("SET", redis::cmd("SET").arg("x").arg("y").clone()),
+        (
+            "CONFIG SET",
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxmemory")
+                .arg("1")
+                .clone(),
+        ),
+        ("FLUSHALL", redis::cmd("FLUSHALL").clone()),
+    ] {
+        let e = cmd
+            .query_async::<redis::Value>(&mut c)
+            .await
+            .expect_err(what);
+        assert!(
+            e.to_string().to_lowercase().contains("noperm"),
+            "{what} on {addr}: {e}"
+        );
+    }
+}
+
 async fn node_addrs(h: &Harness, name: &str) -> Vec<String> {
     let s = h.kredis().get(name).await.unwrap().status.unwrap();
     s.nodes
@@ -428,6 +515,39 @@ async fn a_changed_password_is_applied_live_even_across_an_operator_restart() {
     assert_eq!(uids(&h, "pw").await, before, "the rotation restarted pods");
     common::assert_keys(&mut h.cluster_client("pw").await, "k", 1000).await;
     h.check("pw").await;
+
+    // The exporter has its own user, which the rotation left alone: what its container is
+    // given still logs in on every node, and may read server state only.
+    let (user, exporter_pw) = exporter_credentials(&h, "pw").await;
+    assert_eq!(user, "kredis-exporter");
+    for a in &addrs {
+        exporter_can_scrape_only(a, &user, &exporter_pw).await;
+    }
+    // A node without the user (one an older operator started, say) gets it back live.
+    let mut c = redis::Client::open(format!("redis://:{new}@{}", addrs[0]))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&user)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    stop_operator(&mut h).await;
+    h.operator = Some(common::Operator::start(h.client.clone()).await);
+    eventually(
+        "the exporter user back on the node",
+        Duration::from_secs(60),
+        || async {
+            accepts_user(&addrs[0], &user, &exporter_pw)
+                .await
+                .then_some(())
+        },
+    )
+    .await;
+    exporter_can_scrape_only(&addrs[0], &user, &exporter_pw).await;
 
     // Bad input: the record is gone and the Secret names a password no node knows. The
     // operator says so and touches nothing; putting the nodes' password back recovers.
