@@ -14,8 +14,6 @@
 use crate::common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{start, writer_with_prefix, Harness, Operator};
@@ -266,19 +264,14 @@ async fn run_seed(seed: u64, rounds: usize) {
     for round in 0..rounds {
         let fault = Fault::ALL[rng.random_range(0..Fault::ALL.len())];
         replicated(&h).await;
-        let stop = Arc::new(AtomicBool::new(false));
-        let task = writer_with_prefix(
-            h.cluster_client(NAME).await,
-            stop.clone(),
-            &format!("r{round}"),
-        );
+        let task = writer_with_prefix(h.cluster_client(NAME).await, &format!("r{round}"));
         tokio::time::sleep(Duration::from_millis(300)).await;
         let started = Instant::now();
         let Some(victim) = Box::pin(inject(&mut h, fault, &mut rng, &mut shape)).await else {
             // Nothing to wait for but the spec (scales) or the restart.
             *faults.entry(fault).or_default() += 1;
             finish_round(&h, round, fault, started, &mut converge).await;
-            let writes = stop_writer(stop, task).await;
+            let writes = stop_writer(task).await;
             let l = lost(&h, &writes.acked).await;
             account(
                 fault,
@@ -333,7 +326,7 @@ async fn run_seed(seed: u64, rounds: usize) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         finish_round(&h, round, fault, started, &mut converge).await;
-        let writes = stop_writer(stop, task).await;
+        let writes = stop_writer(task).await;
         let l = lost(&h, &writes.acked).await;
         account(
             fault,
@@ -376,13 +369,10 @@ async fn finish_round(
     );
 }
 
-async fn stop_writer(
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<common::Writes>,
-) -> common::Writes {
+/// Lets the writer run a little past the round, then stops it.
+async fn stop_writer(task: common::Writer) -> common::Writes {
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    task.await.expect("writer")
+    task.finish().await
 }
 
 #[allow(clippy::too_many_arguments)]

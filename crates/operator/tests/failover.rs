@@ -7,8 +7,6 @@
 
 use crate::common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{assert_keys, replicate_all, start, write_keys, writer, Harness, Writes};
@@ -70,8 +68,7 @@ async fn deleted_master_pod_is_failed_over_gracefully_and_replaced() {
     write_keys(&mut conn, "k", 1000).await;
     replicate_all(&h, "ha").await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let task = writer(h.cluster_client("ha").await, stop.clone());
+    let task = writer(h.cluster_client("ha").await);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (pod, _, _) = a_master(&h, "ha").await;
     let old = uid(&h, &pod).await;
@@ -82,8 +79,7 @@ async fn deleted_master_pod_is_failed_over_gracefully_and_replaced() {
     // The replacement reuses the name; wait for the old pod to go and the cluster to heal.
     let status = healed(&h, "ha", &pod, &old).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let writes = task.await.unwrap();
+    let writes = task.finish().await;
     println!(
         "graceful failover of {pod}: {} writes acknowledged, {} failed, write window {:?}",
         writes.acked.len(),
@@ -119,8 +115,7 @@ async fn crashed_master_is_forced_over_and_replaced() {
     write_keys(&mut conn, "k", 1000).await;
     replicate_all(&h, "crash").await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let task = writer(h.cluster_client("crash").await, stop.clone());
+    let task = writer(h.cluster_client("crash").await);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (pod, host, port) = a_master(&h, "crash").await;
     let old = uid(&h, &pod).await;
@@ -133,8 +128,7 @@ async fn crashed_master_is_forced_over_and_replaced() {
     assert!(killed.success(), "no redis-server at {host}:{port}");
     let status = healed(&h, "crash", &pod, &old).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let writes = task.await.unwrap();
+    let writes = task.finish().await;
     let lost = assert_acked(&h, "crash", &writes).await;
     println!(
         "forced failover of {pod}: {} writes acknowledged, {} failed, {lost} acknowledged but not replicated (lost), write window {:?}",

@@ -8,7 +8,6 @@
 use crate::common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,24 +58,11 @@ async fn config_everywhere(h: &Harness, name: &str, key: &str) -> Vec<String> {
     out
 }
 
-/// Sets its flag when dropped.
-struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
 /// Applies `spec` while a client writes and reads; returns when the rollout finished.
 async fn roll_under_load(h: &Harness, name: &str, spec: serde_json::Value) {
     let before = uids(h, name).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let task = writer(h.cluster_client(name).await, stop.clone());
-    // Stops the writer on every way out, a failed assertion included: otherwise it keeps
-    // logging reconnect attempts while the harness tears the cluster down, and the panic
-    // message drowns in them.
-    let _stop_writer = StopOnDrop(stop.clone());
+    // Stops on every way out, a failed assertion included (see common::Writer).
+    let task = writer(h.cluster_client(name).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
     h.patch_spec(name, spec).await;
     // Every pod replaced, then Ready; meanwhile never more than one pod out of service
@@ -130,8 +116,7 @@ async fn roll_under_load(h: &Harness, name: &str, spec: serde_json::Value) {
         worst.len()
     );
     h.ready(name).await;
-    stop.store(true, Ordering::Relaxed);
-    let writes = task.await.unwrap();
+    let writes = task.finish().await;
     println!(
         "{name}: rolled {} pods with {} writes acknowledged, {} failed commands, window {:?}",
         before.len(),

@@ -480,23 +480,45 @@ pub struct Writes {
     pub window: Duration,
 }
 
-/// Writes `w:<n>` keys, reading an earlier one back after each, as fast as one connection
-/// allows until `stop`.
-pub fn writer(
-    conn: redis::cluster_async::ClusterConnection,
+/// A running [`writer`]. [`Writer::finish`] stops it and returns what it did; dropping it
+/// stops it too, so a failed assertion does not leave it logging reconnect attempts while the
+/// harness tears the cluster down (the panic message drowned in them).
+pub struct Writer {
     stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<Writes> {
-    writer_with_prefix(conn, stop, "w")
+    task: Option<tokio::task::JoinHandle<Writes>>,
+}
+
+impl Writer {
+    /// Stops the writer and returns its record.
+    pub async fn finish(mut self) -> Writes {
+        self.stop.store(true, Ordering::Relaxed);
+        let task = self.task.take().expect("a writer finishes once");
+        task.await.expect("the writer task")
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Writes `w:<n>` keys, reading an earlier one back after each, as fast as one connection
+/// allows until finished or dropped.
+pub fn writer(conn: redis::cluster_async::ClusterConnection) -> Writer {
+    writer_with_prefix(conn, "w")
 }
 
 /// [`writer`] with keys `<prefix>:<n>`.
 pub fn writer_with_prefix(
     mut conn: redis::cluster_async::ClusterConnection,
-    stop: Arc<AtomicBool>,
     prefix: &str,
-) -> tokio::task::JoinHandle<Writes> {
+) -> Writer {
     let prefix = prefix.to_owned();
-    tokio::spawn(async move {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let task = tokio::spawn(async move {
+        let stop = flag;
         let mut acked = Vec::new();
         let mut failed = 0;
         let mut first_fail: Option<Instant> = None;
@@ -545,5 +567,9 @@ pub fn writer_with_prefix(
             failed,
             window,
         }
-    })
+    });
+    Writer {
+        stop,
+        task: Some(task),
+    }
 }
