@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Harness, PASSWORD};
+use kredis_engine::admin::Admin;
 use kredis_engine::model::{NodeAddr, Slot};
 use kredis_engine::plan::{Desired, Policy};
 use kredis_engine::reconcile::converge;
@@ -228,13 +229,18 @@ async fn interrupted_migrations_resume_without_loss() {
             replicas_per_master: 0,
         };
         // Dropping the future mid-await is what killing the controller does to the engine:
-        // in-flight commands are abandoned and connections close.
+        // in-flight commands are abandoned and connections close. The killed engine has its
+        // own connection pool, dropped with it: on the harness' shared pool, redis-rs would
+        // go on delivering the commands it had queued (a wave of SETSLOTs, MIGRATEs queued
+        // on a source) while the next engine works, which no killed process can do.
         let delay = Duration::from_millis(rng.random_range(20..600));
         let policy = Policy::default();
+        let killed = Admin::new(h.admin.config().clone());
         tokio::select! {
-            _ = converge(&h.admin, &h.options, &desired, &members, &policy) => {}
+            _ = converge(&killed, &h.options, &desired, &members, &policy) => {}
             _ = tokio::time::sleep(delay) => {}
         }
+        drop(killed);
         if let Err(e) = h.try_converge(desired, &members).await {
             let v = h.view_of(&[0, 1, 2, 3]).await;
             for (id, o) in &v.observed {
