@@ -291,20 +291,12 @@ async fn paused_stops_a_rollout_between_pods() {
     h.check("halt").await;
 }
 
-/// Whether the node at `addr` accepts `password`.
+/// Whether the node at `addr` accepts `password` for the default user.
 async fn accepts(addr: &str, password: &str) -> bool {
-    let Ok(client) = redis::Client::open(format!("redis://:{password}@{addr}")) else {
-        return false;
-    };
-    match client.get_multiplexed_async_connection().await {
-        Ok(mut c) => redis::cmd("PING")
-            .query_async::<String>(&mut c)
-            .await
-            .is_ok(),
-        Err(_) => false,
-    }
+    accepts_user(addr, "default", password).await
 }
 
+/// Whether the node at `addr` accepts `password` for `user` (a PING answers).
 async fn accepts_user(addr: &str, user: &str, password: &str) -> bool {
     let Ok(client) = redis::Client::open(format!("redis://{user}:{password}@{addr}")) else {
         return false;
