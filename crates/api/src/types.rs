@@ -197,10 +197,11 @@ pub struct TlsSpec {
     /// Secret (same namespace) with `tls.crt`, `tls.key` and `ca.crt`, as cert-manager writes
     /// it. The certificate is every node's server and client certificate (for the bus,
     /// replication and MIGRATE), so it must allow both uses; host names are not checked between
-    /// nodes or by the operator (nodes are addressed by IP), only the CA. A new secretName
-    /// replaces the pods one at a time (its certificate must come from the same CA, or old
-    /// and new pods cannot talk); renewed content of the same Secret reaches each node when
-    /// its pod is next replaced.
+    /// nodes or by the operator (nodes are addressed by IP), only the CA. Renewed content of
+    /// the Secret (a cert-manager renewal) is reloaded on every node live, without a restart.
+    /// To change the CA, first put both CAs in `ca.crt`, then issue from the new CA, then drop
+    /// the old one. A new secretName replaces the pods one at a time (its certificate must
+    /// come from the same CA, or old and new pods cannot talk).
     #[schemars(length(min = 1))]
     pub secret_name: String,
 }

@@ -57,21 +57,53 @@ pub enum LocalError {
 /// tests and local clusters need, and what a `kubernetes.io/tls` Secret from cert-manager
 /// holds (`ca.crt`, `tls.crt`, `tls.key`). ECDSA P-256, with rcgen's default validity.
 pub fn throwaway_tls(names: &[&str]) -> Result<TlsConfig, rcgen::Error> {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "kredis throwaway CA");
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
-    let mut node = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
-    node.distinguished_name
-        .push(DnType::CommonName, "kredis node");
-    let key = KeyPair::generate()?;
-    let cert = node.signed_by(&key, &ca)?;
-    Ok(TlsConfig {
-        ca_cert: ca.pem().into_bytes(),
-        client: Some((cert.pem().into_bytes(), key.serialize_pem().into_bytes())),
-    })
+    ThrowawayCa::new()?.issue(names)
+}
+
+/// A throwaway CA that issues as many node certificates as a test needs (a renewal is a
+/// second certificate from the same CA; a CA change, one from another CA).
+pub struct ThrowawayCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl ThrowawayCa {
+    /// A new self-signed CA (ECDSA P-256).
+    pub fn new() -> Result<Self, rcgen::Error> {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // A name of its own: OpenSSL finds an issuer by name, and two CAs of one name in a
+        // bundle (a CA change) would make it check a certificate against the wrong one.
+        ca.distinguished_name.push(
+            DnType::CommonName,
+            format!("kredis throwaway CA {:016x}", rand::random::<u64>()),
+        );
+        Ok(ThrowawayCa {
+            issuer: CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?,
+        })
+    }
+
+    /// The CA certificate (PEM).
+    pub fn pem(&self) -> Vec<u8> {
+        self.issuer.pem().into_bytes()
+    }
+
+    /// A fresh key and certificate for `names`, with this CA as the trust anchor.
+    pub fn issue(&self, names: &[&str]) -> Result<TlsConfig, rcgen::Error> {
+        use rcgen::{CertificateParams, DnType, KeyPair};
+        let mut node =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+        node.distinguished_name
+            .push(DnType::CommonName, "kredis node");
+        // Names the issuing key too, as cert-manager's certificates do.
+        node.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate()?;
+        let cert = node.signed_by(&key, &self.issuer)?;
+        Ok(TlsConfig {
+            ca_cert: self.pem(),
+            client: Some((cert.pem().into_bytes(), key.serialize_pem().into_bytes())),
+        })
+    }
 }
 
 /// Settings for a local node.

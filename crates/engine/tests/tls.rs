@@ -194,3 +194,47 @@ async fn clients_without_tls_another_ca_or_no_certificate_are_refused_clearly() 
         .expect_err("a key of another certificate");
     assert!(e.contains("certificate and private key"), "{e}");
 }
+
+/// The certificate a node presents, as the operator reads it after a renewal: the node's own
+/// leaf with the right CA; a clear, bounded failure with another CA, on a plain-TCP port, or
+/// on a port where nothing listens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_presented_certificate_is_read_or_refused_clearly() {
+    use kredis_engine::admin::{leaf_certificate, served_certificate};
+    let h = Harness::start_tls(1).await;
+    let tls = tls_of(&h);
+    let leaf = leaf_certificate(&tls.client.as_ref().expect("certificate").0);
+    let served = served_certificate(&h.addr(0), &tls, CONNECT_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{}", chain(&e)));
+    assert_eq!(Some(served), leaf);
+
+    let other = throwaway_tls(&["127.0.0.1"]).unwrap_or_else(|e| panic!("{e}"));
+    let e = served_certificate(&h.addr(0), &other, CONNECT_TIMEOUT)
+        .await
+        .expect_err("another CA");
+    assert_eq!(e.category(), "tls");
+    assert!(
+        chain(&e).to_lowercase().contains("certificate"),
+        "{}",
+        chain(&e)
+    );
+
+    let plain = Harness::start(1).await;
+    let started = Instant::now();
+    let e = served_certificate(&plain.addr(0), &tls, Duration::from_secs(1))
+        .await
+        .expect_err("a plain-TCP node");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        chain(&e).contains(&plain.addr(0).to_string()),
+        "{}",
+        chain(&e)
+    );
+
+    let closed = kredis_engine::model::NodeAddr::new("127.0.0.1", 1);
+    let e = served_certificate(&closed, &tls, CONNECT_TIMEOUT)
+        .await
+        .expect_err("nothing listens");
+    assert!(e.is_connection_error(), "{}", chain(&e));
+}

@@ -43,6 +43,9 @@ pub struct DevArgs {
 
 /// Where `--example` looks.
 const EXAMPLE: &str = "examples/kredis.yaml";
+/// The in-process operator's `secret_volume_sync`: the dev kubelet brings Secret volumes up
+/// to date every second (a real one takes up to about two minutes), so a few seconds cover it.
+pub const DEV_SECRET_VOLUME_SYNC: Duration = Duration::from_secs(3);
 
 /// Validated `kredis dev` configuration.
 struct DevConfig {
@@ -105,7 +108,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let options = RunOptions {
             namespace: None,
             http_addr,
-            config: OperatorConfig::default(),
+            config: OperatorConfig {
+                // The dev kubelet refreshes Secret volumes within a second.
+                secret_volume_sync: DEV_SECRET_VOLUME_SYNC,
+                ..OperatorConfig::default()
+            },
             leader_election: None,
         };
         println!("operator: running in-process; HTTP API at http://{http_addr} (try /v1/clusters)");

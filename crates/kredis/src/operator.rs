@@ -33,6 +33,11 @@ pub struct OperatorArgs {
     /// This replica's identity in the Lease and in Events (default: POD_NAME, else host-pid).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Seconds the kubelet may take to update a Secret volume after the Secret changed; a
+    /// renewed TLS certificate is reloaded on every node until they have passed (raise it if
+    /// your kubelets use a longer `syncFrequency`).
+    #[arg(long, env = "KREDIS_SECRET_VOLUME_SYNC_SECONDS", default_value_t = kredis_operator::context::SECRET_VOLUME_SYNC.as_secs())]
+    secret_volume_sync_seconds: u64,
 }
 
 /// A kube client from a kubeconfig file, or the default chain.
@@ -61,6 +66,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let client = client(args.kubeconfig.as_ref()).await?;
     let config = OperatorConfig {
         instance: identity.clone(),
+        secret_volume_sync: std::time::Duration::from_secs(args.secret_volume_sync_seconds),
         ..OperatorConfig::default()
     };
     let options = RunOptions {

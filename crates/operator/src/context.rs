@@ -20,6 +20,11 @@ use crate::metrics::Metrics;
 /// status fresh.
 pub const RECONCILE_CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Default of [`OperatorConfig::secret_volume_sync`]: the kubelet's default sync period
+/// (60 s) plus the TTL of its Secret cache (60 s at most with the default Watch strategy, which
+/// is usually far quicker).
+pub const SECRET_VOLUME_SYNC: Duration = Duration::from_secs(120);
+
 /// Operator settings that are not per cluster.
 #[derive(Clone, Debug)]
 pub struct OperatorConfig {
@@ -34,6 +39,10 @@ pub struct OperatorConfig {
     pub resync: Duration,
     /// Requeue interval while a cluster converges.
     pub busy_requeue: Duration,
+    /// How long after a Secret changes its volumes may still hold the old content: the
+    /// kubelet's sync period (1 min by default) plus its Secret cache. A renewed TLS Secret is
+    /// reloaded on every node until this has passed ([`crate::renewal`]).
+    pub secret_volume_sync: Duration,
 }
 
 impl Default for OperatorConfig {
@@ -47,6 +56,7 @@ impl Default for OperatorConfig {
             },
             resync: Duration::from_secs(30),
             busy_requeue: Duration::from_secs(2),
+            secret_volume_sync: SECRET_VOLUME_SYNC,
         }
     }
 }
@@ -65,6 +75,8 @@ pub struct Context {
     pub config: OperatorConfig,
     /// Whether this replica holds the leader Lease (None: no election).
     pub leading: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Which nodes have loaded the current TLS material.
+    pub renewals: crate::renewal::Memory,
     admins: Mutex<HashMap<String, (AdminConfig, Admin)>>,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -91,6 +103,7 @@ impl Context {
             store,
             config,
             leading: None,
+            renewals: crate::renewal::Memory::default(),
             admins: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
         }
@@ -131,6 +144,7 @@ impl Context {
 
     /// Drops a deleted cluster's connections and backoff.
     pub fn forget(&self, key: &str) {
+        self.renewals.forget(key);
         self.admins
             .lock()
             .unwrap_or_else(|e| e.into_inner())

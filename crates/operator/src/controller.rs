@@ -3,6 +3,8 @@
 //!
 //! `Controller::new(KRedis).owns(Pod).owns(Secret)`: a pod event reconciles its owner at once,
 //! which is how a deleted master pod is failed over without waiting for Redis' node timeout.
+//! Secrets a KRedis names (TLS, auth) are watched too, so a renewal or a new password acts at
+//! once.
 //! At start the controller lists every KRedis and reconciles each before it follows events.
 
 use std::net::SocketAddr;
@@ -14,8 +16,9 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kredis_api::{labels, KRedis};
 use kube::runtime::controller::Controller;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -53,6 +56,21 @@ pub enum RunError {
     /// The HTTP server failed.
     #[error("the HTTP API failed")]
     Serve(#[source] std::io::Error),
+}
+
+/// The KRedis that name `secret` as their TLS or auth Secret.
+fn referencing(kredis: &reflector::Store<KRedis>, secret: &Secret) -> Vec<ObjectRef<KRedis>> {
+    let (ns, name) = (secret.namespace(), secret.name_any());
+    kredis
+        .state()
+        .iter()
+        .filter(|k| k.namespace() == ns)
+        .filter(|k| {
+            k.spec.tls.as_ref().is_some_and(|t| t.secret_name == name)
+                || k.spec.auth.secret_name.as_deref() == Some(name.as_str())
+        })
+        .map(|k| ObjectRef::from_obj(&**k))
+        .collect()
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -180,7 +198,9 @@ async fn reconcile_while_leading(
         }
         info!("leading: starting the controller");
         let ns = options.namespace.as_deref();
-        let controller = Controller::new(api::<KRedis>(&client, ns), watcher::Config::default())
+        let controller = Controller::new(api::<KRedis>(&client, ns), watcher::Config::default());
+        let kredis = controller.store();
+        let controller = controller
             .owns(
                 api::<Pod>(&client, ns),
                 watcher::Config::default().labels(&format!(
@@ -196,6 +216,13 @@ async fn reconcile_while_leading(
                     labels::MANAGED_BY_KEY,
                     labels::MANAGED_BY
                 )),
+            )
+            // Secrets the user names (a TLS Secret that cert-manager renews, an auth Secret
+            // with a new password): their KRedis is reconciled at once, not at the next resync.
+            .watches(
+                api::<Secret>(&client, ns),
+                watcher::Config::default(),
+                move |secret: Secret| referencing(&kredis, &secret),
             );
         let ctx = Arc::new(
             Context::new(

@@ -7,6 +7,8 @@
 //! - [`status`] (pure): the KRedis status from pods and the engine's view;
 //! - [`auth`] (API server): the password Secret;
 //! - [`rotation`] (API server + Redis): moving every node to a changed password, live;
+//! - [`tls`] (API server), [`renewal`] (Redis): the TLS Secret, and renewed certificates
+//!   reloaded on every node, live;
 //! - [`services`] (API server): per-cluster Services and PodDisruptionBudgets;
 //! - [`hook`] (API server, Events): the engine step hook (deletion stop, progress, Events);
 //! - [`reconcile`] (API server + Redis): one pass, observe -> validate -> plan -> execute -> report;
@@ -25,6 +27,7 @@ pub mod leader;
 pub mod metrics;
 pub mod pod;
 pub mod reconcile;
+pub mod renewal;
 pub mod rollout;
 pub mod rotation;
 pub mod services;

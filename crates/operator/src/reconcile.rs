@@ -35,6 +35,7 @@ use crate::context::Context;
 use crate::error::{chain, Error};
 use crate::hook::{truncate, Hook, Running};
 use crate::pod::{self, build_pod};
+use crate::renewal;
 use crate::rollout;
 use crate::rotation::{self, Rotation};
 use crate::services;
@@ -46,8 +47,8 @@ use crate::topology::{self, PodFacts, PodState};
 pub const FINALIZER: &str = "kredis.io/cleanup";
 /// How often `status.operation` is refreshed while the engine works.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
-/// Requeue of a KRedis whose named auth Secret is missing (Secrets it does not own do not
-/// trigger it).
+/// Requeue of a KRedis whose named Secret is missing or unusable. The Secrets a KRedis names
+/// are watched (`controller.rs`), so this is only the safety net for a missed event.
 const SECRET_RETRY: Duration = Duration::from_secs(10);
 
 fn key(kredis: &KRedis) -> String {
@@ -441,11 +442,16 @@ async fn apply(kredis: Arc<KRedis>, ctx: &Arc<Context>) -> Result<Action, Error>
     if let Some(err) = failure {
         return Err(err);
     }
-    Ok(Action::requeue(if ready {
+    let mut requeue = if ready {
         ctx.config.resync
     } else {
         ctx.config.busy_requeue
-    }))
+    };
+    if ctx.renewals.settling(&key(&kredis)) {
+        // Reload again once the kubelet has surely updated the Secret's volumes.
+        requeue = requeue.min((ctx.config.secret_volume_sync / 4).max(ctx.config.busy_requeue));
+    }
+    Ok(Action::requeue(requeue))
 }
 
 /// One step of a rolling change (see [`rollout`]): live settings first, then at most one
@@ -466,6 +472,37 @@ async fn roll(
         rollout::apply_live(admin, view, &rollout::live_settings(cluster)).await;
     if let Some(password) = exporter_password {
         failures.extend(rollout::apply_exporter_user(admin, view, password).await.1);
+    }
+    let mut renewing = None;
+    if let Some(tls) = admin.config().tls.as_ref() {
+        let found = renewal::ensure(
+            &ctx.renewals,
+            &key(kredis),
+            admin,
+            view,
+            tls,
+            ctx.config.secret_volume_sync,
+        )
+        .await;
+        failures.extend(found.failures);
+        if !found.reloaded.is_empty() {
+            let nodes = addresses(&found.reloaded);
+            publish(
+                ctx,
+                kredis,
+                EventType::Normal,
+                "CertificateReloaded",
+                format!("reloaded the renewed TLS certificate live on {nodes}"),
+            )
+            .await;
+        }
+        if found.overdue {
+            renewing = Some(format!(
+                "renewing the TLS certificate: {} still present(s) the previous one after a reload; their pods do not see the updated Secret {} yet",
+                addresses(&found.stale),
+                cluster.tls.as_deref().unwrap_or_default(),
+            ));
+        }
     }
     if !failures.is_empty() {
         let message = format!(
@@ -500,7 +537,14 @@ async fn roll(
         progress: progress.clone(),
     };
     Ok(match plan.step {
-        rollout::Step::Done => None,
+        rollout::Step::Done => renewing.map(|step| {
+            let op = OperationStatus {
+                kind: "CertificateRenewal".into(),
+                step: step.clone(),
+                progress: None,
+            };
+            (op, Outcome::Waiting(step))
+        }),
         rollout::Step::Delete { pod, why } => {
             let step = format!("replacing pod {pod}: {why}");
             publish(
@@ -554,6 +598,14 @@ async fn roll(
             Some((op(message.clone()), Outcome::Failed { category, message }))
         }
     })
+}
+
+fn addresses(nodes: &[NodeAddr]) -> String {
+    nodes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What kind of operation this pass runs, for `status.operation` and the phase.

@@ -9,9 +9,8 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{assert_keys, replicate_all, start, write_keys, writer, Harness, Writes};
+use common::{assert_keys, lost_acked, replicate_all, start, write_keys, writer, Harness};
 use kredis_api::NodeRole;
-use redis::AsyncCommands;
 use serde_json::json;
 
 /// Pod, host and port of the master serving `slot 0`'s shard (any master works).
@@ -41,18 +40,6 @@ async fn healed(h: &Harness, name: &str, pod: &str, old_uid: &str) -> kredis_api
     })
     .await;
     h.ready(name).await
-}
-
-async fn assert_acked(h: &Harness, name: &str, writes: &Writes) -> usize {
-    let mut conn = h.cluster_client(name).await;
-    let mut lost = 0;
-    for key in &writes.acked {
-        let v: Option<String> = conn.get(key).await.unwrap();
-        if v.is_none() {
-            lost += 1;
-        }
-    }
-    lost
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +85,7 @@ async fn deleted_master_pod_is_failed_over_gracefully_and_replaced() {
     );
     h.check("ha").await;
     assert_keys(&mut h.cluster_client("ha").await, "k", 1000).await;
-    let lost = assert_acked(&h, "ha", &writes).await;
+    let lost = lost_acked(&h, "ha", &writes.acked).await;
     assert_eq!(lost, 0, "a graceful failover lost acknowledged writes");
 }
 
@@ -129,7 +116,7 @@ async fn crashed_master_is_forced_over_and_replaced() {
     let status = healed(&h, "crash", &pod, &old).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let writes = task.finish().await;
-    let lost = assert_acked(&h, "crash", &writes).await;
+    let lost = lost_acked(&h, "crash", &writes.acked).await;
     println!(
         "forced failover of {pod}: {} writes acknowledged, {} failed, {lost} acknowledged but not replicated (lost), write window {:?}",
         writes.acked.len(),

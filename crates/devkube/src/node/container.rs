@@ -264,16 +264,13 @@ pub fn environment(
 }
 
 /// Materialises the pod's volumes; returns volume name → host directory.
+///
+/// Secret and configMap volumes are laid out as the kubelet's atomic writer does: the files
+/// live in a timestamped directory that `..data` points to, and each key is a symlink
+/// `<key> -> ..data/<key>`, so [`refresh_volumes`] can swap every key at once.
 pub fn volumes(store: &Store, ctx: &PodContext) -> Result<BTreeMap<String, PathBuf>, LaunchError> {
-    let ns = meta::namespace(&ctx.pod).to_owned();
     let mut out = BTreeMap::new();
-    for v in ctx
-        .pod
-        .pointer("/spec/volumes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for v in pod_volumes(ctx) {
         let name = v
             .get("name")
             .and_then(Value::as_str)
@@ -286,71 +283,185 @@ pub fn volumes(store: &Store, ctx: &PodContext) -> Result<BTreeMap<String, PathB
                 dir.display()
             ))
         })?;
-        for (field, kind, name_key, secret) in [
-            ("configMap", "configmaps", "name", false),
-            ("secret", "secrets", "secretName", true),
-        ] {
-            let Some(src) = v.get(field) else { continue };
-            let obj_name = src.get(name_key).and_then(Value::as_str).unwrap_or("");
-            let optional = src.get("optional").and_then(Value::as_bool) == Some(true);
-            let Some(obj) = store.get_key(kind, &ns, obj_name) else {
-                if optional {
-                    continue;
-                }
-                return Err(LaunchError::Config(format!(
-                    "{kind} {ns}/{obj_name} not found"
-                )));
-            };
-            let items: Option<Vec<(String, String)>> =
-                src.get("items").and_then(Value::as_array).map(|a| {
-                    a.iter()
-                        .map(|i| {
-                            (
-                                i.get("key")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or("")
-                                    .to_owned(),
-                                i.get("path")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or("")
-                                    .to_owned(),
-                            )
-                        })
-                        .collect()
-                });
-            for (k, val) in obj
-                .get("data")
-                .and_then(Value::as_object)
-                .into_iter()
-                .flatten()
-            {
-                let target = match &items {
-                    Some(list) => match list.iter().find(|(key, _)| key == k) {
-                        Some((_, path)) => path.clone(),
-                        None => continue,
-                    },
-                    None => k.clone(),
-                };
-                let raw = val.as_str().unwrap_or("");
-                let bytes = if secret {
-                    base64::engine::general_purpose::STANDARD
-                        .decode(raw)
-                        .unwrap_or_default()
-                } else {
-                    raw.as_bytes().to_vec()
-                };
-                let file = dir.join(&target);
-                if let Some(parent) = file.parent() {
-                    let _ = std::fs::create_dir_all(parent);
-                }
-                std::fs::write(&file, bytes).map_err(|e| {
-                    LaunchError::Config(format!("failed to write {}: {e}", file.display()))
-                })?;
-            }
+        if let Some(files) = projected(store, ctx, v)? {
+            write_atomically(&dir, &files)?;
         }
         out.insert(name, dir);
     }
     Ok(out)
+}
+
+/// Brings the pod's secret and configMap volumes up to date with their objects, as the
+/// kubelet does on its sync loop (subPath mounts included here, which Kubernetes never
+/// updates). Returns the names of the volumes whose content changed. A volume whose object
+/// is gone or unreadable keeps its last content, as in Kubernetes.
+pub fn refresh_volumes(store: &Store, ctx: &PodContext) -> Vec<String> {
+    let mut changed = Vec::new();
+    for v in pod_volumes(ctx) {
+        let name = v.get("name").and_then(Value::as_str).unwrap_or("");
+        let dir = ctx.dir.join("volumes").join(name);
+        let Ok(Some(files)) = projected(store, ctx, v) else {
+            continue;
+        };
+        if current_files(&dir) == files {
+            continue;
+        }
+        match write_atomically(&dir, &files) {
+            Ok(()) => changed.push(name.to_owned()),
+            Err(e) => tracing::warn!(volume = name, error = %e, "failed to refresh a volume"),
+        }
+    }
+    changed
+}
+
+fn pod_volumes(ctx: &PodContext) -> impl Iterator<Item = &Value> {
+    ctx.pod
+        .pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+/// The files a secret or configMap volume holds (path → bytes); `None` for other volumes and
+/// for an optional object that does not exist.
+fn projected(
+    store: &Store,
+    ctx: &PodContext,
+    v: &Value,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, LaunchError> {
+    let ns = meta::namespace(&ctx.pod);
+    for (field, kind, name_key, secret) in [
+        ("configMap", "configmaps", "name", false),
+        ("secret", "secrets", "secretName", true),
+    ] {
+        let Some(src) = v.get(field) else { continue };
+        let obj_name = src.get(name_key).and_then(Value::as_str).unwrap_or("");
+        let optional = src.get("optional").and_then(Value::as_bool) == Some(true);
+        let Some(obj) = store.get_key(kind, ns, obj_name) else {
+            if optional {
+                return Ok(None);
+            }
+            return Err(LaunchError::Config(format!(
+                "{kind} {ns}/{obj_name} not found"
+            )));
+        };
+        let items: Option<Vec<(&str, &str)>> =
+            src.get("items").and_then(Value::as_array).map(|a| {
+                a.iter()
+                    .map(|i| {
+                        (
+                            i.get("key").and_then(Value::as_str).unwrap_or(""),
+                            i.get("path").and_then(Value::as_str).unwrap_or(""),
+                        )
+                    })
+                    .collect()
+            });
+        let mut files = BTreeMap::new();
+        for (k, val) in obj
+            .get("data")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let target = match &items {
+                Some(list) => match list.iter().find(|(key, _)| key == k) {
+                    Some((_, path)) => (*path).to_owned(),
+                    None => continue,
+                },
+                None => k.clone(),
+            };
+            let raw = val.as_str().unwrap_or("");
+            let bytes = if secret {
+                base64::engine::general_purpose::STANDARD
+                    .decode(raw)
+                    .unwrap_or_default()
+            } else {
+                raw.as_bytes().to_vec()
+            };
+            files.insert(target, bytes);
+        }
+        return Ok(Some(files));
+    }
+    Ok(None)
+}
+
+/// What `..data` of a projected volume holds now (empty when nothing was written yet).
+fn current_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(base: &Path, rel: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        let Ok(entries) = std::fs::read_dir(base.join(rel)) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let rel = rel.join(entry.file_name());
+            let path = base.join(&rel);
+            if path.is_dir() {
+                walk(base, &rel, out);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.insert(rel.to_string_lossy().into_owned(), bytes);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(&dir.join(DATA_LINK), Path::new(""), &mut out);
+    out
+}
+
+/// The symlink that names the current generation of a projected volume (the kubelet's name).
+const DATA_LINK: &str = "..data";
+
+/// Writes `files` as a new generation of the projected volume in `dir` and switches to it
+/// with one `rename` of the `..data` symlink, so a reader sees the old set or the new set of
+/// keys, never a mix (a certificate with the previous key, say).
+fn write_atomically(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<(), LaunchError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static GENERATION: AtomicU64 = AtomicU64::new(0);
+    let fail = |what: &str, path: &Path, e: std::io::Error| {
+        LaunchError::Config(format!("failed to {what} {}: {e}", path.display()))
+    };
+    let generation = format!(
+        "..{}_{}",
+        meta::now_rfc3339().replace([':', '-'], "_"),
+        GENERATION.fetch_add(1, Ordering::Relaxed)
+    );
+    let gen_dir = dir.join(&generation);
+    std::fs::create_dir_all(&gen_dir).map_err(|e| fail("create", &gen_dir, e))?;
+    for (path, bytes) in files {
+        let file = gen_dir.join(path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| fail("create", parent, e))?;
+        }
+        std::fs::write(&file, bytes).map_err(|e| fail("write", &file, e))?;
+    }
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&generation, &tmp).map_err(|e| fail("link", &tmp, e))?;
+    let data = dir.join(DATA_LINK);
+    let previous = std::fs::read_link(&data).ok();
+    std::fs::rename(&tmp, &data).map_err(|e| fail("switch", &data, e))?;
+    // One symlink per top-level entry, through `..data`; stale ones removed.
+    let tops: std::collections::BTreeSet<String> = files
+        .keys()
+        .filter_map(|p| p.split('/').next().map(str::to_owned))
+        .collect();
+    for top in &tops {
+        let link = dir.join(top);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(Path::new(DATA_LINK).join(top), &link)
+                .map_err(|e| fail("link", &link, e))?;
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("..") && !tops.contains(&name) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    if let Some(old) = previous.filter(|old| *old != Path::new(&generation)) {
+        let _ = std::fs::remove_dir_all(dir.join(old));
+    }
+    Ok(())
 }
 
 /// Rewrites container paths under mount points to their host directories.
@@ -557,6 +668,46 @@ pub fn ensure_dir(dir: &Path) -> Result<(), LaunchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn projected_volumes_switch_every_key_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = |pairs: &[(&str, &str)]| -> BTreeMap<String, Vec<u8>> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        let first = files(&[("tls.crt", "cert 1"), ("tls.key", "key 1"), ("sub/x", "x")]);
+        write_atomically(dir.path(), &first).expect("first");
+        assert_eq!(current_files(dir.path()), first);
+        // What a container reads: the key's path, through `..data`.
+        let read = |k: &str| std::fs::read_to_string(dir.path().join(k)).expect("read");
+        assert_eq!(read("tls.crt"), "cert 1");
+        assert_eq!(read("sub/x"), "x");
+
+        let second = files(&[("tls.crt", "cert 2"), ("tls.key", "key 2")]);
+        write_atomically(dir.path(), &second).expect("second");
+        assert_eq!(current_files(dir.path()), second);
+        assert_eq!(
+            (read("tls.crt"), read("tls.key")),
+            ("cert 2".into(), "key 2".into())
+        );
+        assert!(
+            !dir.path().join("sub").exists(),
+            "a removed key stays visible"
+        );
+        // One generation is kept: the current one.
+        let generations = std::fs::read_dir(dir.path())
+            .expect("list")
+            .flatten()
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with("..") && n != DATA_LINK
+            })
+            .count();
+        assert_eq!(generations, 1);
+    }
 
     #[test]
     fn expansion_and_rewrites() {

@@ -28,6 +28,10 @@ use crate::store::{DeleteOptions, Store, WriteOptions};
 
 /// How often a worker looks at its processes when nothing else happens.
 const TICK: Duration = Duration::from_millis(200);
+/// How often a running pod's secret and configMap volumes are brought up to date. The real
+/// kubelet takes up to its sync period (1 min) plus its cache's TTL; dev mode is quicker so
+/// tests of certificate renewal do not wait minutes, and slow enough to cost nothing.
+const VOLUME_SYNC: Duration = Duration::from_secs(1);
 /// First crash back-off (the real kubelet starts at 10s; dev mode favours fast feedback).
 const BACKOFF_START: Duration = Duration::from_secs(1);
 /// Longest honoured grace period (user input must not overflow Instant arithmetic).
@@ -432,6 +436,7 @@ async fn pod_worker(sh: Shared, mut rx: watch::Receiver<Option<Arc<Value>>>) {
         .collect();
     let start_time = meta::now_rfc3339();
     let mut planned = false;
+    let mut volumes_synced = Instant::now();
     let mut init_failed = false;
     let mut finished = false;
     loop {
@@ -470,14 +475,20 @@ async fn pod_worker(sh: Shared, mut rx: watch::Receiver<Option<Arc<Value>>>) {
             }
         }
         if !finished {
+            let ctx = PodContext {
+                pod: (*pod).clone(),
+                pod_ip: pod_ip.clone(),
+                host_ip: host_ip.clone(),
+                node: sh.node.clone(),
+                dir: ctx_dir.clone(),
+            };
+            if planned && volumes_synced.elapsed() >= VOLUME_SYNC {
+                volumes_synced = Instant::now();
+                for volume in container::refresh_volumes(&sh.store, &ctx) {
+                    tracing::info!(pod = %name, volume, "volume updated from its Secret/ConfigMap");
+                }
+            }
             if !planned {
-                let ctx = PodContext {
-                    pod: (*pod).clone(),
-                    pod_ip: pod_ip.clone(),
-                    host_ip: host_ip.clone(),
-                    node: sh.node.clone(),
-                    dir: ctx_dir.clone(),
-                };
                 match container::ensure_dir(&ctx_dir)
                     .and_then(|_| container::volumes(&sh.store, &ctx))
                 {

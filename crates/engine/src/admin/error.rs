@@ -65,6 +65,15 @@ pub enum AdminError {
         #[source]
         source: ModelError,
     },
+    /// A TLS handshake of our own (not through redis-rs) failed.
+    #[error("failed to complete a TLS handshake with {addr}")]
+    Handshake {
+        /// Node address.
+        addr: NodeAddr,
+        /// Cause (rustls' error inside an I/O error).
+        #[source]
+        source: std::io::Error,
+    },
     /// The reply had an unexpected shape.
     #[error("failed to understand the reply of {op} from {addr}: {detail}")]
     Protocol {
@@ -123,6 +132,7 @@ impl AdminError {
             | AdminError::Timeout { addr, .. }
             | AdminError::Command { addr, .. }
             | AdminError::Parse { addr, .. }
+            | AdminError::Handshake { addr, .. }
             | AdminError::Protocol { addr, .. } => addr,
         }
     }
@@ -130,7 +140,9 @@ impl AdminError {
     /// Whether the connection is unusable (reconnect next time) or the node unreachable.
     pub fn is_connection_error(&self) -> bool {
         match self {
-            AdminError::Connect { .. } | AdminError::Timeout { .. } => true,
+            AdminError::Connect { .. }
+            | AdminError::Timeout { .. }
+            | AdminError::Handshake { .. } => true,
             AdminError::Command { source, .. } => {
                 source.is_io_error()
                     || source.is_connection_dropped()
@@ -166,6 +178,7 @@ impl AdminError {
     pub fn category(&self) -> &'static str {
         match self {
             AdminError::Connect { .. } => "unreachable",
+            AdminError::Handshake { .. } => "tls",
             AdminError::Auth { .. } => "auth",
             AdminError::NotClusterEnabled { .. } => "not_cluster_enabled",
             AdminError::Timeout { .. } => "timeout",

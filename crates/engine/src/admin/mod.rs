@@ -2,6 +2,7 @@
 //! timeouts, optional credentials, and one typed method per command the engine sends.
 //! Every method is a network call wrapped in a `tracing` span and a timeout.
 
+mod certificate;
 mod error;
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use redis::{
 use tokio::sync::Mutex;
 use tracing::{debug, instrument, Instrument};
 
+pub use certificate::{leaf_certificate, served_certificate};
 pub use error::AdminError;
 
 use crate::model::{

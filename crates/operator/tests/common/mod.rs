@@ -56,6 +56,8 @@ impl Operator {
                 instance: election
                     .as_ref()
                     .map_or_else(|| "test".to_string(), |e| e.identity.clone()),
+                // The dev kubelet refreshes Secret volumes every second.
+                secret_volume_sync: Duration::from_secs(3),
                 ..OperatorConfig::default()
             },
             leader_election: election,
@@ -389,6 +391,20 @@ pub async fn missing_keys(
         .await;
     missing.sort_unstable();
     missing
+}
+
+/// How many of the acknowledged `keys` of cluster `name` no longer read back.
+pub async fn lost_acked(h: &Harness, name: &str, keys: &[String]) -> usize {
+    let mut conn = h.cluster_client(name).await;
+    let mut lost = 0;
+    for key in keys {
+        let v: Option<String> = conn
+            .get(key)
+            .await
+            .unwrap_or_else(|e| panic!("GET {key}: {e}"));
+        lost += usize::from(v.is_none());
+    }
+    lost
 }
 
 /// Makes sure every key written so far is on a replica too (WAIT on each master).
