@@ -5,7 +5,7 @@
 //! cargo run --release -p kredis-engine --example migration_bench -- [--keys 1000000]
 //!     [--value-bytes 100] [--only redis-cli|kredis|kredis-seq] [--sequential-moves]
 //!     [--batch-keys N] [--slots-in-flight N] [--waves-in-flight N] [--migrates-in-flight N]
-//!     [--redis-cli-pipeline N] [--load TASKS]
+//!     [--redis-cli-pipeline N] [--load TASKS] [--load-per-task] [--broadcast-per-slot]
 //! ```
 //!
 //! For each tool, on a fresh set of four local redis-server processes (loopback only, killed
@@ -30,7 +30,11 @@
 //! `--load TASKS` (`make load`) runs a client load through each timed step: TASKS tasks on a
 //! redis-rs cluster connection alternate SET and GET of the loaded keys, and the bench prints
 //! commands/s, failed commands, wrong reads and latency before (5 s), during and after (5 s)
-//! the step. The load slows the move, so compare tools' times without it.
+//! the step. The load slows the move, so compare tools' times without it. `--load-per-task`
+//! gives each task its own cluster connection (redis-rs 1.8 shares the one-shot ASKING flag
+//! of a multiplexed connection between tasks, so shared, some redirected commands fail).
+//! `--broadcast-per-slot` finalizes each slot with its own epoch bump and PONG broadcast, the
+//! textbook form, to compare with the default (one broadcast per wave).
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -94,6 +98,8 @@ struct Args {
     migrates_in_flight: Option<usize>,
     redis_cli_pipeline: Option<usize>,
     load: Option<usize>,
+    broadcast_per_slot: bool,
+    load_per_task: bool,
 }
 
 impl Args {
@@ -109,6 +115,8 @@ impl Args {
             migrates_in_flight: None,
             redis_cli_pipeline: None,
             load: None,
+            broadcast_per_slot: false,
+            load_per_task: false,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -130,6 +138,8 @@ impl Args {
                 "--waves-in-flight" => args.waves_in_flight = Some(value()?),
                 "--migrates-in-flight" => args.migrates_in_flight = Some(value()?),
                 "--sequential-moves" => args.sequential_moves = true,
+                "--broadcast-per-slot" => args.broadcast_per_slot = true,
+                "--load-per-task" => args.load_per_task = true,
                 "--load" => args.load = Some(value()?.max(1)),
                 "--only" => {
                     args.only = match it.next().as_deref() {
@@ -149,7 +159,7 @@ impl Args {
                         "usage: migration_bench [--keys N] [--value-bytes B] \
                          [--only redis-cli|kredis|kredis-seq] [--sequential-moves] [--batch-keys N] \
                          [--slots-in-flight N] [--waves-in-flight N] [--migrates-in-flight N] \
-                         [--redis-cli-pipeline N] [--load TASKS]"
+                         [--redis-cli-pipeline N] [--load TASKS] [--load-per-task] [--broadcast-per-slot]"
                     );
                     std::process::exit(0);
                 }
@@ -460,7 +470,14 @@ impl Bench {
             .iter()
             .map(|&i| format!("{}:{}", self.addr(i).host, self.addr(i).port))
             .collect();
-        let mut load = load::Load::start(&seeds, tasks, args.keys, args.value_bytes).await?;
+        let mut load = load::Load::start(
+            &seeds,
+            tasks,
+            args.keys,
+            args.value_bytes,
+            args.load_per_task,
+        )
+        .await?;
         tokio::time::sleep(LOAD_PHASE).await;
         load.next_phase();
         Ok(Some(load))
@@ -713,6 +730,7 @@ impl Bench {
         if let Some(b) = args.batch_keys {
             options.migration.batch_keys = b;
         }
+        options.migration.broadcast_per_slot = args.broadcast_per_slot;
         if let Some(s) = args.slots_in_flight {
             options.migration.slots_in_flight = s;
         }

@@ -56,11 +56,13 @@ pub struct PhaseReport {
 impl Load {
     /// Starts `tasks` clients over keys `0..keys` of `value_bytes`, seeded from `seeds`
     /// (`host:port`). The phase is "before" until [`Load::next_phase`].
+    /// `per_task`: each task gets a cluster connection of its own instead of sharing one.
     pub async fn start(
         seeds: &[String],
         tasks: usize,
         keys: usize,
         value_bytes: usize,
+        per_task: bool,
     ) -> Result<Load> {
         let urls: Vec<String> = seeds.iter().map(|s| format!("redis://{s}")).collect();
         let client = redis::cluster::ClusterClientBuilder::new(urls)
@@ -72,8 +74,13 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::new();
         for t in 0..tasks {
-            // One multiplexed connection shared by every task, as an application would.
-            let mut conn = shared.clone();
+            // One multiplexed connection shared by every task, as an application would; or,
+            // to take redis-rs' shared-connection ASKING race out of the picture, one each.
+            let mut conn = if per_task {
+                client.get_async_connection().await?
+            } else {
+                shared.clone()
+            };
             let phase = Arc::clone(&phase);
             let stop = Arc::clone(&stop);
             // xorshift64, seeded per task: no shared RNG on the hot path.

@@ -613,7 +613,8 @@ pub(crate) async fn open_connection(
     }
 }
 
-fn cluster(args: &[&str]) -> Cmd {
+/// `CLUSTER <args...>`.
+pub(crate) fn cluster(args: &[&str]) -> Cmd {
     let mut cmd = redis::cmd("CLUSTER");
     for a in args {
         cmd.arg(*a);
