@@ -6,6 +6,7 @@
 //!     [--value-bytes 100] [--only redis-cli|kredis|kredis-seq] [--sequential-moves]
 //!     [--batch-keys N] [--slots-in-flight N] [--waves-in-flight N] [--migrates-in-flight N]
 //!     [--redis-cli-pipeline N] [--load TASKS] [--load-per-task] [--broadcast-per-slot]
+//!     [--no-detach-grace]
 //! ```
 //!
 //! For each tool, on a fresh set of four local redis-server processes (loopback only, killed
@@ -34,7 +35,8 @@
 //! gives each task its own cluster connection (redis-rs 1.8 shares the one-shot ASKING flag
 //! of a multiplexed connection between tasks, so shared, some redirected commands fail).
 //! `--broadcast-per-slot` finalizes each slot with its own epoch bump and PONG broadcast, the
-//! textbook form, to compare with the default (one broadcast per wave).
+//! textbook form, to compare with the default (one broadcast per wave). `--no-detach-grace`
+//! resets a drained master at once instead of waiting for clients to stop being redirected.
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -100,6 +102,7 @@ struct Args {
     load: Option<usize>,
     broadcast_per_slot: bool,
     load_per_task: bool,
+    no_detach_grace: bool,
 }
 
 impl Args {
@@ -117,6 +120,7 @@ impl Args {
             load: None,
             broadcast_per_slot: false,
             load_per_task: false,
+            no_detach_grace: false,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -140,6 +144,7 @@ impl Args {
                 "--sequential-moves" => args.sequential_moves = true,
                 "--broadcast-per-slot" => args.broadcast_per_slot = true,
                 "--load-per-task" => args.load_per_task = true,
+                "--no-detach-grace" => args.no_detach_grace = true,
                 "--load" => args.load = Some(value()?.max(1)),
                 "--only" => {
                     args.only = match it.next().as_deref() {
@@ -159,7 +164,7 @@ impl Args {
                         "usage: migration_bench [--keys N] [--value-bytes B] \
                          [--only redis-cli|kredis|kredis-seq] [--sequential-moves] [--batch-keys N] \
                          [--slots-in-flight N] [--waves-in-flight N] [--migrates-in-flight N] \
-                         [--redis-cli-pipeline N] [--load TASKS] [--load-per-task] [--broadcast-per-slot]"
+                         [--redis-cli-pipeline N] [--load TASKS] [--load-per-task] [--broadcast-per-slot] [--no-detach-grace]"
                     );
                     std::process::exit(0);
                 }
@@ -731,6 +736,9 @@ impl Bench {
             options.migration.batch_keys = b;
         }
         options.migration.broadcast_per_slot = args.broadcast_per_slot;
+        if args.no_detach_grace {
+            options.detach_grace = Duration::ZERO;
+        }
         if let Some(s) = args.slots_in_flight {
             options.migration.slots_in_flight = s;
         }

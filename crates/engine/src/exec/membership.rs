@@ -1,9 +1,12 @@
 //! MEET, REPLICATE and detach: who belongs to the cluster and whom replicas follow.
 //! Touches the network.
 
-use tracing::info;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info};
 
 use super::{find_ref, forget, Ctx, StepError, Undo};
+use crate::admin::NodeClient;
 use crate::model::{NodeEntry, Role};
 use crate::plan::{NodeRef, Step};
 
@@ -160,6 +163,7 @@ pub async fn detach(ctx: &Ctx, node: &NodeRef) -> Result<Undo, StepError> {
                         ),
                     });
                 }
+                wait_for_clients_to_move_on(&client, ctx.options.detach_grace).await;
             }
             if let (Role::Replica, Some(m)) = (me.role(), &me.master) {
                 if let Some(mref) = find_ref(&ctx.scope, m) {
@@ -186,4 +190,64 @@ pub async fn detach(ctx: &Ctx, node: &NodeRef) -> Result<Undo, StepError> {
     }
     info!(node = %node.addr, "node detached");
     Ok(undo)
+}
+
+/// How long a drained master's MOVED count must stay still before it is reset.
+const CLIENTS_QUIET: Duration = Duration::from_millis(200);
+/// How often the count is read meanwhile.
+const CLIENTS_POLL: Duration = Duration::from_millis(50);
+
+/// A drained master still answers MOVED to clients whose slot map is stale, and they refresh
+/// their map; once reset it answers CLUSTERDOWN instead, which clients (redis-rs among them)
+/// retry on the same stale map until they time out. So wait, at most `grace`, until its
+/// `errorstat_MOVED` has stopped rising for [`CLIENTS_QUIET`]. With no client about, this
+/// costs [`CLIENTS_QUIET`]. Never fails the detach: a node that cannot say is reset at once.
+async fn wait_for_clients_to_move_on(client: &NodeClient, grace: Duration) {
+    if grace.is_zero() {
+        return;
+    }
+    let started = Instant::now();
+    let Some(mut last) = moved_count(client).await else {
+        return;
+    };
+    let mut still_since = Instant::now();
+    while started.elapsed() < grace {
+        tokio::time::sleep(CLIENTS_POLL).await;
+        let Some(now) = moved_count(client).await else {
+            return;
+        };
+        if now != last {
+            last = now;
+            still_since = Instant::now();
+        } else if still_since.elapsed() >= CLIENTS_QUIET {
+            debug!(node = %client.addr(), waited = ?started.elapsed(), "no client redirected any more");
+            return;
+        }
+    }
+    info!(node = %client.addr(), ?grace, "clients still redirected by the drained master; detaching it anyway");
+}
+
+/// `errorstat_MOVED` of `INFO errorstats` (0 when the node never answered MOVED).
+async fn moved_count(client: &NodeClient) -> Option<u64> {
+    let mut info = redis::cmd("INFO");
+    info.arg("errorstats");
+    let text: String = client.raw("INFO errorstats", info).await.ok()?;
+    Some(parse_moved(&text))
+}
+
+fn parse_moved(text: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("errorstat_MOVED:count="))
+        .and_then(|n| n.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn moved_count_is_read_from_errorstats() {
+        let text = "# Errorstats\r\nerrorstat_ASK:count=3\r\nerrorstat_MOVED:count=1234\r\n";
+        assert_eq!(super::parse_moved(text), 1234);
+        assert_eq!(super::parse_moved("# Errorstats\r\n"), 0);
+    }
 }

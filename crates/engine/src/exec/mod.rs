@@ -38,6 +38,12 @@ pub const MEET_TIMEOUT: Duration = Duration::from_secs(15);
 /// round trip to a majority; a manual failover times out after 5 s in Redis itself).
 pub const FAILOVER_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Longest wait for clients to stop being redirected by a drained master before it is reset
+/// (`membership::detach`): clients refresh their slot map on the first MOVED, so under load
+/// this ends within a few hundred milliseconds; the bound keeps an idle-but-connected client
+/// from holding a scale-in for long.
+pub const DETACH_GRACE: Duration = Duration::from_secs(5);
+
 /// Rounds of FORGET-everywhere-then-recheck before giving up (PITFALLS 2).
 pub const FORGET_ROUNDS: usize = 10;
 
@@ -54,6 +60,9 @@ pub struct ExecOptions {
     pub migration: MigrationOptions,
     /// Run consecutive MoveSlots steps of a plan concurrently (see [`Executor::execute`]).
     pub concurrent_moves: bool,
+    /// Longest wait, before a drained master is reset, for clients with a stale slot map to
+    /// stop being redirected by it (zero: reset at once). See `membership::detach`.
+    pub detach_grace: Duration,
 }
 
 impl Default for ExecOptions {
@@ -64,6 +73,7 @@ impl Default for ExecOptions {
             failover_timeout: FAILOVER_TIMEOUT,
             migration: MigrationOptions::default(),
             concurrent_moves: true,
+            detach_grace: DETACH_GRACE,
         }
     }
 }
