@@ -29,6 +29,9 @@ use crate::model::{
 /// milliseconds; 2 s tolerates a busy node without stalling a reconcile on a dead one.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The name (`CLIENT SETNAME`) of every connection the engine opens.
+pub const CLIENT_NAME: &str = "kredis-engine";
+
 /// How long an ordinary admin command may take. Admin commands are O(1) or O(nodes); a node
 /// that needs longer is overloaded or paused, and the caller should treat it as unavailable.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -601,7 +604,20 @@ pub(crate) async fn open_connection(
     let conn_config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
         .set_response_timeout(None);
-    let fut = client.get_multiplexed_async_connection_with_config(&conn_config);
+    let fut = async {
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&conn_config)
+            .await?;
+        // Named, so a node can tell the engine's connections from its clients'
+        // (`membership::detach` waits for clients only). Best effort: a node that refuses
+        // the name is still usable.
+        let mut name = redis::cmd("CLIENT");
+        name.arg("SETNAME").arg(CLIENT_NAME);
+        if let Err(e) = name.query_async::<()>(&mut conn).await {
+            debug!(node = %addr, error = %e, "failed to name the admin connection");
+        }
+        Ok(conn)
+    };
     match tokio::time::timeout(config.connect_timeout, fut).await {
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(source)) => Err(AdminError::connect(addr, source)),

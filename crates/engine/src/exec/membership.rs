@@ -200,10 +200,13 @@ const CLIENTS_POLL: Duration = Duration::from_millis(50);
 /// A drained master still answers MOVED to clients whose slot map is stale, and they refresh
 /// their map; once reset it answers CLUSTERDOWN instead, which clients (redis-rs among them)
 /// retry on the same stale map until they time out. So wait, at most `grace`, until its
-/// `errorstat_MOVED` has stopped rising for [`CLIENTS_QUIET`]. With no client about, this
-/// costs [`CLIENTS_QUIET`]. Never fails the detach: a node that cannot say is reset at once.
+/// `errorstat_MOVED` has stopped rising for [`CLIENTS_QUIET`]. With no client connected but
+/// the engine's own, no wait. Never fails the detach: a node that cannot say is reset at once.
 async fn wait_for_clients_to_move_on(client: &NodeClient, grace: Duration) {
     if grace.is_zero() {
+        return;
+    }
+    if !clients_connected(client).await {
         return;
     }
     let started = Instant::now();
@@ -225,6 +228,25 @@ async fn wait_for_clients_to_move_on(client: &NodeClient, grace: Duration) {
         }
     }
     info!(node = %client.addr(), ?grace, "clients still redirected by the drained master; detaching it anyway");
+}
+
+/// Whether any normal client other than the engine's own connections (named
+/// [`crate::admin::CLIENT_NAME`]) is connected; `true` when the node cannot say.
+async fn clients_connected(client: &NodeClient) -> bool {
+    let mut list = redis::cmd("CLIENT");
+    list.arg("LIST").arg("TYPE").arg("normal");
+    match client.raw::<String>("CLIENT LIST", list).await {
+        Ok(text) => others_in_client_list(&text) > 0,
+        Err(_) => true,
+    }
+}
+
+fn others_in_client_list(text: &str) -> usize {
+    let own = format!("name={}", crate::admin::CLIENT_NAME);
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| !l.split_whitespace().any(|f| f == own))
+        .count()
 }
 
 /// `errorstat_MOVED` of `INFO errorstats` (0 when the node never answered MOVED).
@@ -249,5 +271,15 @@ mod tests {
         let text = "# Errorstats\r\nerrorstat_ASK:count=3\r\nerrorstat_MOVED:count=1234\r\n";
         assert_eq!(super::parse_moved(text), 1234);
         assert_eq!(super::parse_moved("# Errorstats\r\n"), 0);
+    }
+
+    #[test]
+    fn the_engine_s_own_connections_are_not_clients() {
+        let list = "id=3 addr=127.0.0.1:5 laddr=127.0.0.1:7000 fd=8 name=kredis-engine age=1 cmd=client|list\n\
+                    id=4 addr=127.0.0.1:6 laddr=127.0.0.1:7000 fd=9 name= age=1 cmd=get\n";
+        assert_eq!(super::others_in_client_list(list), 1);
+        let ours = "id=3 addr=127.0.0.1:5 laddr=127.0.0.1:7000 fd=8 name=kredis-engine age=1\n";
+        assert_eq!(super::others_in_client_list(ours), 0);
+        assert_eq!(super::others_in_client_list(""), 0);
     }
 }
