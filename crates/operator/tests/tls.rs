@@ -103,24 +103,7 @@ async fn tls_cluster_is_created_scaled_and_healed_over_tls_only() {
 
     // A master pod deleted: its replica (in sync over TLS) takes over, a new pod joins.
     replicate_all(&h, "secure").await;
-    let before = h
-        .kredis()
-        .get("secure")
-        .await
-        .expect("get")
-        .status
-        .expect("status");
-    let master = before
-        .nodes
-        .iter()
-        .find(|n| n.role == Some(NodeRole::Master))
-        .expect("a master")
-        .pod
-        .clone();
-    h.pods()
-        .delete(&master, &DeleteParams::default())
-        .await
-        .expect("delete a master pod");
+    let master = delete_a_pod(&h, "secure", NodeRole::Master).await;
     eventually("the master pod to be replaced", READY, || async {
         let k = h.kredis().get("secure").await.ok()?;
         let s = k.status?;
@@ -134,6 +117,29 @@ async fn tls_cluster_is_created_scaled_and_healed_over_tls_only() {
     h.check("secure").await;
     let mut conn = h.cluster_client("secure").await;
     assert_keys(&mut conn, "k", KEYS).await;
+}
+
+/// Deletes the pod of a node with `role` (from the status); returns its name.
+async fn delete_a_pod(h: &Harness, name: &str, role: NodeRole) -> String {
+    let status = h
+        .kredis()
+        .get(name)
+        .await
+        .expect("get")
+        .status
+        .expect("status");
+    let pod = status
+        .nodes
+        .iter()
+        .find(|n| n.role == Some(role))
+        .unwrap_or_else(|| panic!("no {role:?} in {name}"))
+        .pod
+        .clone();
+    h.pods()
+        .delete(&pod, &DeleteParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("delete pod {pod}: {e}"));
+    pod
 }
 
 /// Creates the TLS Secret `name` as cert-manager writes it, or replaces its keys.
@@ -363,18 +369,8 @@ async fn renewed_certificates_and_a_changed_ca_are_reloaded_live() {
 
     // The bus on the new CA: a replica pod replaced now (a new node, new connections to
     // every other node, each checking the other's certificate) joins, and the cluster heals.
-    let status = h.ready("renew").await;
-    let replica = status
-        .nodes
-        .iter()
-        .find(|n| n.role == Some(NodeRole::Replica))
-        .expect("a replica")
-        .pod
-        .clone();
-    h.pods()
-        .delete(&replica, &DeleteParams::default())
-        .await
-        .expect("delete a replica pod");
+    h.ready("renew").await;
+    let replica = delete_a_pod(&h, "renew", NodeRole::Replica).await;
     eventually("the replica pod to be replaced", READY, || async {
         let p = h.pods().get_opt(&replica).await.ok()?;
         let replaced =

@@ -58,6 +58,9 @@ pub const MIGRATES_IN_FLIGHT: usize = 8;
 /// big keys: its next MIGRATEs run alone on the source.
 const SLOW_MIGRATE_FRACTION: u32 = 8;
 
+/// How often the target's epoch is read while it waits to hear of the source's (gossip).
+const EPOCH_POLL: Duration = Duration::from_millis(20);
+
 /// Times a wave re-drains slots whose COUNTKEYSINSLOT is not zero before giving up.
 const DRAIN_ATTEMPTS: usize = 3;
 
@@ -208,6 +211,23 @@ pub enum MigrateError {
         /// Slots not moved.
         left: usize,
     },
+    /// The target's config epoch did not rise above the source's in time, so the slot was not
+    /// finalized (the source's claim would win over the target's and undo the move).
+    #[error("refused to finalize slot {slot}: the config epoch of {to} ({target_epoch}) did not rise above that of {from} ({source_epoch}) within {waited:?}")]
+    EpochBehind {
+        /// First slot of the wave.
+        slot: Slot,
+        /// Source.
+        from: NodeAddr,
+        /// Target.
+        to: NodeAddr,
+        /// The source's config epoch.
+        source_epoch: u64,
+        /// The target's config epoch.
+        target_epoch: u64,
+        /// How long we waited for gossip.
+        waited: Duration,
+    },
     /// Opening or closing the slot failed.
     #[error("failed to change the state of slot {slot}")]
     SlotState {
@@ -323,6 +343,8 @@ pub async fn move_slots_group(ctx: &Ctx, moves: &[Move<'_>]) -> Vec<Result<(), M
         .iter()
         .map(|m| (&m.from.addr, Semaphore::new(queue_size as usize)))
         .collect();
+    // One wave finalizes at a time across the group: see `WaveMover::outrank_source`.
+    let finalizing = tokio::sync::Mutex::new(());
     let movers: Vec<Option<WaveMover>> = moves
         .iter()
         .zip(&clients)
@@ -343,6 +365,7 @@ pub async fn move_slots_group(ctx: &Ctx, moves: &[Move<'_>]) -> Vec<Result<(), M
                 opts,
                 migrates: queues.get(&m.from.addr)?,
                 queue_size,
+                finalizing: &finalizing,
             })
         })
         .collect();
@@ -453,6 +476,8 @@ struct WaveMover<'a> {
     migrates: &'a Semaphore,
     /// Its number of permits.
     queue_size: u32,
+    /// Held from the epoch check to the source's `SETSLOT NODE`, group-wide.
+    finalizing: &'a tokio::sync::Mutex<()>,
 }
 
 impl WaveMover<'_> {
@@ -517,7 +542,12 @@ impl WaveMover<'_> {
         }
         // 5. SETSLOT NODE on the target for every slot (with one epoch bump and one broadcast
         //    for the whole wave), then on the source, then (best effort: gossip tells whoever
-        //    we miss) on every other master.
+        //    we miss) on every other master. The target must outrank the source from its
+        //    SETSLOT NODE to the source's, with no other wave bumping an epoch meanwhile.
+        let finalizing = self.finalizing.lock().await;
+        if let Some(&first) = open.first() {
+            self.outrank_source(first).await?;
+        }
         if self.opts.broadcast_per_slot {
             dst.setslots_all("CLUSTER SETSLOT NODE", &open, "NODE", self.to_id)
                 .await?;
@@ -526,6 +556,7 @@ impl WaveMover<'_> {
         }
         src.setslots_all("CLUSTER SETSLOT NODE", &open, "NODE", self.to_id)
             .await?;
+        drop(finalizing);
         let results = join_all(
             self.others
                 .iter()
@@ -545,6 +576,31 @@ impl WaveMover<'_> {
             self.ctx.progress.slot_done(n);
         }
         Ok(())
+    }
+
+    /// Makes the target's config epoch higher than the source's before the target takes the
+    /// wave's slots.
+    ///
+    /// Why: from the target's `SETSLOT NODE` (which clears its importing state) to the
+    /// source's, the source still claims the slots in its heartbeats. A claim with a higher
+    /// epoch than the target's makes the target give the slots back *and delete their keys*
+    /// (Redis' "dirty slots"), after which the source's own `SETSLOT NODE` leaves each node
+    /// thinking the other owns them: keys lost and a slot map that never converges. The
+    /// target's bump (`BUMPEPOCH`, or `SETSLOT NODE` on an importing slot) only rises above
+    /// the epochs the target has heard of, and a node that is a target in one queue of the
+    /// group and a source in another bumps its epoch concurrently; seen as "nodes disagree on
+    /// the owners of slots {...}" after an interrupted scale. So: under the group-wide
+    /// finalization lock (no other wave bumps meanwhile), wait until the target has heard of
+    /// the source's epoch, bump it, and check that it is strictly higher (an equal epoch is a
+    /// collision, which Redis resolves by bumping either node).
+    async fn outrank_source(&self, slot: Slot) -> Result<(), MigrateError> {
+        let dst = self
+            .ctx
+            .admin
+            .node(&self.dst_pipe.addr)
+            .await
+            .map_err(|source| MigrateError::SlotState { slot, source })?;
+        outrank(self.src, &dst, slot, self.ctx.options.meet_timeout).await
     }
 
     /// Moves the keys of `slot` until a batch comes back short (the caller then counts what
@@ -742,8 +798,47 @@ impl Pipe {
     }
 }
 
+/// Raises `dst`'s config epoch strictly above `src`'s (see [`WaveMover::outrank_source`] for
+/// why), waiting at most `budget` for `dst` to hear of `src`'s epoch through gossip.
+async fn outrank(
+    src: &NodeClient,
+    dst: &NodeClient,
+    slot: Slot,
+    budget: Duration,
+) -> Result<(), MigrateError> {
+    let state = |source| MigrateError::SlotState { slot, source };
+    let started = std::time::Instant::now();
+    loop {
+        let source_epoch = src.cluster_info().await.map_err(state)?.my_epoch;
+        let target = dst.cluster_info().await.map_err(state)?;
+        if target.my_epoch > source_epoch {
+            return Ok(());
+        }
+        if target.current_epoch >= source_epoch {
+            dst.bump_epoch().await.map_err(state)?;
+            let bumped = dst.cluster_info().await.map_err(state)?.my_epoch;
+            if bumped > source_epoch {
+                return Ok(());
+            }
+        }
+        if started.elapsed() >= budget {
+            return Err(MigrateError::EpochBehind {
+                slot,
+                from: src.addr().clone(),
+                to: dst.addr().clone(),
+                source_epoch,
+                target_epoch: target.my_epoch,
+                waited: budget,
+            });
+        }
+        debug!(target = %dst.addr(), source_epoch, target_epoch = target.my_epoch, "waiting for the target to hear of the source's epoch");
+        tokio::time::sleep(EPOCH_POLL).await;
+    }
+}
+
 /// `SETSLOT NODE` on the new owner first, then the old one, then everybody else (best
-/// effort: gossip carries it to any node we miss).
+/// effort: gossip carries it to any node we miss). The new owner first outranks the old one
+/// (its epoch strictly higher), or the old one's claims could take the slot back.
 pub(crate) async fn finalize(
     slot: Slot,
     owner: &NodeId,
@@ -752,6 +847,9 @@ pub(crate) async fn finalize(
     others: &[NodeClient],
 ) -> Result<(), MigrateError> {
     let state = |source| MigrateError::SlotState { slot, source };
+    if let Some(old) = old {
+        outrank(old, owner_client, slot, crate::exec::MEET_TIMEOUT).await?;
+    }
     owner_client
         .setslot_node(slot, owner)
         .await
