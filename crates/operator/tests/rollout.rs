@@ -425,6 +425,8 @@ async fn a_changed_password_is_applied_live_even_across_an_operator_restart() {
     common::write_keys(&mut conn, "k", 1000).await;
     let before = uids(&h, "pw").await;
     let addrs = node_addrs(&h, "pw").await;
+    // A client that logged in with the old password keeps working through the switch.
+    let writes = common::writer(h.cluster_client("pw").await);
 
     // The Secret changes while no operator runs: the new one must learn the old password from
     // the record the first one left.
@@ -489,6 +491,10 @@ async fn a_changed_password_is_applied_live_even_across_an_operator_restart() {
     )
     .await;
     h.ready("pw").await;
+    let writes = writes.finish().await;
+    assert_eq!(writes.failed, 0, "commands of a client on the old password failed");
+    assert!(!writes.acked.is_empty());
+    assert_eq!(common::lost_acked(&h, "pw", &writes.acked).await, 0);
     assert_eq!(uids(&h, "pw").await, before, "the rotation restarted pods");
     common::assert_keys(&mut h.cluster_client("pw").await, "k", 1000).await;
     h.check("pw").await;
