@@ -492,7 +492,10 @@ async fn a_changed_password_is_applied_live_even_across_an_operator_restart() {
     .await;
     h.ready("pw").await;
     let writes = writes.finish().await;
-    assert_eq!(writes.failed, 0, "commands of a client on the old password failed");
+    assert_eq!(
+        writes.failed, 0,
+        "commands of a client on the old password failed"
+    );
     assert!(!writes.acked.is_empty());
     assert_eq!(common::lost_acked(&h, "pw", &writes.acked).await, 0);
     assert_eq!(uids(&h, "pw").await, before, "the rotation restarted pods");
