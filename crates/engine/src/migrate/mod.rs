@@ -651,10 +651,22 @@ impl Pipe {
         let Some(&first) = slots.first() else {
             return Ok(Vec::new());
         };
+        self.pipeline(op, slots.iter().map(|&s| cmd(s)), first)
+            .await
+    }
+
+    /// Runs `cmds` as one pipeline within the command timeout: one result per command. A
+    /// failure of the whole pipeline (connection, timeout) is the error of slot `blame`.
+    async fn pipeline<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        cmds: impl IntoIterator<Item = Cmd>,
+        blame: Slot,
+    ) -> Result<Vec<Result<T, AdminError>>, MigrateError> {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        for &slot in slots {
-            pipe.add_command(cmd(slot));
+        for cmd in cmds {
+            pipe.add_command(cmd);
         }
         let mut conn = self.conn.clone();
         let query = pipe.query_async::<Vec<redis::RedisResult<T>>>(&mut conn);
@@ -673,7 +685,7 @@ impl Pipe {
             },
         };
         Err(MigrateError::SlotState {
-            slot: first,
+            slot: blame,
             source,
         })
     }
@@ -711,8 +723,8 @@ impl Pipe {
     }
 
     /// The target's `SETSLOT NODE` for a whole wave of importing slots, in one pipeline:
-    /// `CLUSTER BUMPEPOCH` first, then `SETSLOT STABLE` + `SETSLOT NODE` for every slot but
-    /// the last, then a plain `SETSLOT NODE` for the last.
+    /// `SETSLOT STABLE` + `SETSLOT NODE` for every slot but the last, then a plain `SETSLOT
+    /// NODE` for the last (which bumps the epoch if need be and broadcasts).
     ///
     /// Why: `SETSLOT NODE` on an importing slot bumps the epoch (a no-op once this node holds
     /// the highest) and broadcasts a PONG carrying all 16384 slots to every node, which each
@@ -722,59 +734,32 @@ impl Pipe {
     ///
     /// Why it is as safe as the per-slot form: the importing state protects a slot the target
     /// already holds keys of from a claim by the source (a claim with a higher epoch would
-    /// make the target hand the slot back and delete its keys). After `BUMPEPOCH` the target's
-    /// epoch is the highest it knows, so the source's claims no longer win either; the bump
-    /// and the slot changes run in one pipeline, so no bus message is processed in between.
-    /// The per-slot form relies on the same bump, one slot at a time.
+    /// make the target hand the slot back and delete its keys). Once its importing state is
+    /// cleared, what protects it is the target's epoch being above the source's, which
+    /// [`WaveMover::outrank_source`] ensures before this runs, under the lock that keeps other
+    /// waves from bumping an epoch until the source's own `SETSLOT NODE`.
     async fn adopt_wave(&self, slots: &[Slot], to: &NodeId) -> Result<(), MigrateError> {
         let Some((&last, rest)) = slots.split_last() else {
             return Ok(());
         };
-        let op = "CLUSTER SETSLOT NODE";
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        pipe.add_command(crate::admin::cluster(&["BUMPEPOCH"]));
-        for &slot in rest {
-            let s = slot.get().to_string();
-            pipe.add_command(crate::admin::cluster(&["SETSLOT", &s, "STABLE"]));
-            pipe.add_command(crate::admin::cluster(&["SETSLOT", &s, "NODE", to.as_str()]));
-        }
-        pipe.add_command(crate::admin::cluster(&[
-            "SETSLOT",
-            &last.get().to_string(),
-            "NODE",
-            to.as_str(),
-        ]));
-        let mut conn = self.conn.clone();
-        let query = pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut conn);
-        let replies = match tokio::time::timeout(self.timeout, query).await {
-            Ok(Ok(replies)) => replies,
-            Ok(Err(e)) => {
-                return Err(MigrateError::SlotState {
-                    slot: last,
-                    source: AdminError::command(&self.addr, op, e),
-                })
-            }
-            Err(_) => {
-                return Err(MigrateError::SlotState {
-                    slot: last,
-                    source: AdminError::Timeout {
-                        addr: self.addr.clone(),
-                        op,
-                        after: self.timeout,
-                    },
-                })
-            }
+        let node = |slot: Slot| {
+            crate::admin::cluster(&["SETSLOT", &slot.get().to_string(), "NODE", to.as_str()])
         };
-        // Reply i belongs to: BUMPEPOCH (the wave's first slot), then two per slot, then one.
-        let slot_of = |i: usize| match i {
-            0 => slots[0],
-            i => slots.get((i - 1) / 2).copied().unwrap_or(last),
-        };
+        let cmds = rest
+            .iter()
+            .flat_map(|&slot| {
+                let stable = crate::admin::cluster(&["SETSLOT", &slot.get().to_string(), "STABLE"]);
+                [stable, node(slot)]
+            })
+            .chain([node(last)]);
+        let replies = self
+            .pipeline::<redis::Value>("CLUSTER SETSLOT NODE", cmds, last)
+            .await?;
+        // Two replies per slot, one for the last.
         for (i, r) in replies.into_iter().enumerate() {
-            r.map_err(|e| MigrateError::SlotState {
-                slot: slot_of(i),
-                source: AdminError::command(&self.addr, op, e),
+            r.map_err(|source| MigrateError::SlotState {
+                slot: slots.get(i / 2).copied().unwrap_or(last),
+                source,
             })?;
         }
         Ok(())
