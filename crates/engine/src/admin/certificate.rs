@@ -9,7 +9,7 @@ use std::time::Duration;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use tracing::instrument;
 
@@ -65,14 +65,8 @@ pub async fn served_certificate(
 }
 
 fn client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, String> {
+    let (roots, client) = tls.rustls_parts()?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&tls.ca_cert) {
-        let cert = cert.map_err(|e| format!("the CA certificate is not PEM: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("the CA certificate is not usable: {e}"))?;
-    }
     let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| e.to_string())?;
@@ -81,17 +75,10 @@ fn client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, String> {
         .map_err(|e| e.to_string())?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyName(verifier)));
-    match &tls.client {
-        Some((cert, key)) => {
-            let chain = CertificateDer::pem_slice_iter(cert)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("the certificate is not PEM: {e}"))?;
-            let key = PrivateKeyDer::from_pem_slice(key)
-                .map_err(|e| format!("the private key is not PEM: {e}"))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| e.to_string())
-        }
+    match client {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| e.to_string()),
         None => Ok(builder.with_no_client_auth()),
     }
 }

@@ -93,6 +93,29 @@ impl TlsConfig {
     /// Parses the PEM material once, so a bad certificate or key is reported where it is
     /// configured rather than as a connect error on every node. The message names the part.
     pub fn check(&self) -> Result<(), String> {
+        let (roots, client) = self.rustls_parts()?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots);
+        if let Some((chain, key)) = client {
+            // Parses the key and checks that it belongs to the certificate.
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("the certificate and private key cannot be used: {e}"))?;
+        }
+        tls_client(&NodeAddr::new("127.0.0.1", 6379), self)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The CA certificates as a root store, and the client chain and key, parsed from PEM; the
+    /// error names the part that is wrong. Shared by [`TlsConfig::check`] and the handshake
+    /// of `certificate::served_certificate`.
+    pub(crate) fn rustls_parts(
+        &self,
+    ) -> Result<(rustls::RootCertStore, Option<ClientChain>), String> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let certs = |pem: &[u8], what: &str| -> Result<Vec<CertificateDer<'static>>, String> {
@@ -110,25 +133,24 @@ impl TlsConfig {
                 .add(cert)
                 .map_err(|e| format!("the CA certificate is not a usable certificate: {e}"))?;
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots);
-        if let Some((cert, key)) = &self.client {
-            let chain = certs(cert, "the certificate")?;
-            let key = PrivateKeyDer::from_pem_slice(key)
-                .map_err(|e| format!("the private key is not PEM: {e}"))?;
-            // Parses the key and checks that it belongs to the certificate.
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("the certificate and private key cannot be used: {e}"))?;
-        }
-        tls_client(&NodeAddr::new("127.0.0.1", 6379), self)
-            .map(drop)
-            .map_err(|e| e.to_string())
+        let client = match &self.client {
+            Some((cert, key)) => {
+                let chain = certs(cert, "the certificate")?;
+                let key = PrivateKeyDer::from_pem_slice(key)
+                    .map_err(|e| format!("the private key is not PEM: {e}"))?;
+                Some((chain, key))
+            }
+            None => None,
+        };
+        Ok((roots, client))
     }
 }
+
+/// A client certificate chain and its private key, parsed.
+pub(crate) type ClientChain = (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+);
 
 /// A redis-rs client for `addr` over TLS with `tls`' CA and client certificate.
 fn tls_client(addr: &NodeAddr, tls: &TlsConfig) -> redis::RedisResult<redis::Client> {
